@@ -1,0 +1,4 @@
+from distkv.command.main import cmd
+
+if __name__ == "__main__":
+    cmd()
