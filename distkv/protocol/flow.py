@@ -32,7 +32,7 @@ class SendWindow:
 
     def can_send(self) -> bool:
         """May the next message go out now?"""
-        return self.window <= 0 or (self.wseq + 1) - self.acked <= self.window
+        return self.window <= 0 or (self.wseq + 1) - self.acked < self.window
 
     def next_wseq(self) -> int:
         """Number the next message."""
