@@ -52,6 +52,10 @@ class ManyData(ValueError):
     """A request that must yield exactly one item yielded several."""
 
 
+# Actions whose ``path`` is a file name on the server, not a tree path.
+_FILE_ACTIONS = frozenset({"log", "save"})
+
+
 def _as_path(path: Any) -> Path:
     if path.__class__ is Path:
         return path
@@ -272,7 +276,7 @@ class Client:
         then goes into ``state``) and nothing is awaited.
         """
         conn = self._connection()
-        if "path" in params:
+        if "path" in params and action not in _FILE_ACTIONS:
             params["path"] = _as_path(params["path"])
         if seq is not None:
             if action is not None:

@@ -305,7 +305,7 @@ class StreamedRequest:
         msg = items.popleft()
         if msg is _ERROR:
             raise items.popleft()
-        ack = self._recv.received(msg.get("wseq"))
+        ack = self._recv.received(msg.pop("wseq", None))
         if ack is not None and not self._done:
             self.conn.send_nowait({"seq": self.seq, "state": "ack", "ack": ack})
         if self._longener is not None:
