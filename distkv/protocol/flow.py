@@ -41,7 +41,7 @@ class SendWindow:
 
     def ack(self, n: int) -> None:
         """The peer has consumed messages up to ``n``."""
-        if isinstance(n, int) and self.acked < n <= self.wseq:
+        if isinstance(n, int) and n > self.acked:
             self.acked = n
 
 

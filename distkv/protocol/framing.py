@@ -21,22 +21,38 @@ class ProtocolError(ValueError):
 class MessageReader:
     """Feed bytes, get complete messages (dicts)."""
 
-    __slots__ = ("_unpacker", "max_message")
+    __slots__ = ("_unpacker", "_fed", "max_message")
 
     def __init__(self, max_message: int = 16 * 1024 * 1024):
         self.max_message = max_message
-        self._unpacker = make_unpacker(max_buffer_size=max_message)
+        # Room for one whole message plus the start of the next one.
+        self._unpacker = make_unpacker(max_buffer_size=2 * max_message)
+        self._fed = 0
 
     def feed(self, data: bytes) -> list[dict]:
-        """Add received bytes; return the messages that are now complete."""
+        """Add received bytes; return the messages that are now complete.
+
+        The size limit applies to each message, not to a received chunk: a
+        large chunk is fed in slices and drained in between.
+        """
         up = self._unpacker
+        limit = self.max_message
+        out: list[dict] = []
+        view = memoryview(data)
+        while view:
+            pending = self._fed - up.tell()
+            room = 2 * limit - pending
+            piece, view = view[:room], view[room:]
+            up.feed(piece)
+            self._fed += len(piece)
+            self._drain(out)
+            if self._fed - up.tell() > limit:
+                raise ProtocolError(f"message larger than {limit} bytes")
+        return out
+
+    def _drain(self, out: list[dict]) -> None:
         try:
-            up.feed(data)
-        except msgpack.BufferFull:
-            raise ProtocolError(f"message larger than {self.max_message} bytes") from None
-        out = []
-        try:
-            for msg in up:
+            for msg in self._unpacker:
                 if not isinstance(msg, dict):
                     raise ProtocolError(f"expected a map, got {type(msg).__name__}")
                 out.append(msg)
@@ -44,4 +60,3 @@ class MessageReader:
             raise
         except (ValueError, msgpack.UnpackException, TypeError) as exc:
             raise ProtocolError(f"malformed msgpack: {exc}") from None
-        return out
