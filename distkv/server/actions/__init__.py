@@ -1,0 +1,14 @@
+"""The action handlers, grouped by topic; importing this package registers them.
+
+* :mod:`.data` — single entries: get/set/delete/enum, ``root``, ``*_internal``, ``auth_info``;
+* :mod:`.tree` — subtrees: ``get_tree``, ``delete_tree``, ``watch``;
+* :mod:`.state` — tick/tock bookkeeping: ``get_state``, ``get_tock``, ``enum_node``, …;
+* :mod:`.persist` — ``save`` and ``log``;
+* :mod:`.misc` — ``stop``, ``msg_send``, ``msg_monitor``.
+"""
+
+from __future__ import annotations
+
+from . import data, misc, persist, state, tree
+
+__all__ = ["data", "misc", "persist", "state", "tree"]

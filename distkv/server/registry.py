@@ -1,0 +1,265 @@
+"""The explicit registry of client actions.
+
+Every action a client may send is registered here with its name, its handler,
+whether it replies with a stream, whether it may run before login, and the
+fields it takes (with types; some required). The session validates a request
+against that declaration before the handler runs, so handlers see normalised
+fields (paths are :class:`~distkv.util.path.Path`, flags are bools) and never
+have to guess. There is no ``getattr``-based dispatch.
+
+Handlers:
+
+* single reply, synchronous: ``handler(session, msg) -> result`` — run inline
+  by the connection's reader (the fast path);
+* single reply, ``async def``: run as its own task;
+* stream: ``async def handler(session, msg, stream)`` — run as its own task,
+  sends items with ``await stream.send(map)``. An action may have both
+  kinds; the stream variant's ``when(msg)`` predicate picks it (e.g.
+  ``delete_tree`` streams only when ``nchain`` is set).
+
+A result that is a map is sent as the reply's fields, ``None`` as an empty
+map, anything else as ``{result: value}``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from distkv.exceptions import ClientError
+from distkv.util import attrdict
+from distkv.util.path import Path
+
+__all__ = [
+    "ANY",
+    "BOOL",
+    "INT",
+    "MAP",
+    "OPT_PATH",
+    "OPT_STR",
+    "PATH",
+    "REGISTRY",
+    "STR",
+    "TOPIC",
+    "Command",
+    "FieldType",
+    "Registry",
+    "action",
+]
+
+
+class FieldType:
+    """A field's type: ``convert(value)`` returns the normalised value or raises.
+
+    Values whose class is in ``accept`` are taken as they are (the fast path).
+    """
+
+    __slots__ = ("name", "convert", "keeps_none", "accept")
+
+    def __init__(
+        self,
+        name: str,
+        convert: Callable[[Any], Any],
+        keeps_none: bool = False,
+        accept: tuple[type, ...] = (),
+    ):
+        self.name = name
+        self.convert = convert
+        # If false, an explicit None counts as "not given".
+        self.keeps_none = keeps_none
+        self.accept = frozenset(accept)
+
+    def __repr__(self) -> str:
+        return f"<field type {self.name}>"
+
+
+def _path(v: Any) -> Path:
+    if isinstance(v, Path):
+        return v
+    if isinstance(v, (tuple, list)):
+        for e in v:
+            hash(e)  # TypeError for unhashable elements (maps, …)
+        return Path.build(v)
+    raise TypeError
+
+
+def _int(v: Any) -> int:
+    if isinstance(v, int):
+        return v
+    raise TypeError
+
+
+def _bool(v: Any) -> bool:
+    if v is None or isinstance(v, (bool, int)):
+        return bool(v)
+    raise TypeError
+
+
+def _str(v: Any) -> str:
+    if isinstance(v, str):
+        return v
+    raise TypeError
+
+
+def _opt_str(v: Any) -> str | None:
+    if v is None or isinstance(v, str):
+        return v
+    raise TypeError
+
+
+def _opt_path(v: Any) -> Path | None:
+    return None if v is None else _path(v)
+
+
+def _map(v: Any) -> dict:
+    if isinstance(v, dict):
+        return v
+    raise TypeError
+
+
+def _topic(v: Any) -> Any:
+    if isinstance(v, str):
+        return v
+    return _path(v)
+
+
+PATH = FieldType("a path", _path, accept=(Path,))
+OPT_PATH = FieldType("a path or None", _opt_path, keeps_none=True, accept=(Path,))
+INT = FieldType("an integer", _int, accept=(int,))
+BOOL = FieldType("a boolean", _bool, accept=(bool,))
+STR = FieldType("a string", _str, accept=(str,))
+OPT_STR = FieldType("a string or None", _opt_str, keeps_none=True, accept=(str,))
+MAP = FieldType("a map", _map, accept=(attrdict, dict))
+TOPIC = FieldType("a topic (a string or a path)", _topic, accept=(str, Path))
+ANY = FieldType("any value", lambda v: v, keeps_none=True)
+
+
+@dataclass(slots=True, eq=False)
+class Command:
+    """One registered action."""
+
+    name: str
+    handler: Callable[..., Any]
+    stream: bool
+    before_login: bool
+    fields: dict[str, FieldType]
+    required: frozenset[str]
+    is_async: bool
+    when: Callable[[dict], Any] | None = None
+
+    def validate(self, msg: dict) -> None:
+        """Check and normalise the request's fields in place; raise ClientError."""
+        for name in self.required:
+            if name not in msg:
+                raise ClientError(f"{self.name}: the field {name!r} is required")
+        fields = self.fields
+        gone = None
+        for name, v in msg.items():
+            ftype = fields.get(name)
+            if ftype is None or v.__class__ in ftype.accept or ftype is ANY:
+                continue
+            if v is None and not ftype.keeps_none:
+                if name in self.required:
+                    raise ClientError(f"{self.name}: the field {name!r} is required")
+                gone = [name] if gone is None else [*gone, name]
+                continue
+            try:
+                msg[name] = ftype.convert(v)  # replaces a value: no resizing
+            except (TypeError, ValueError):
+                raise ClientError(
+                    f"{self.name}: the field {name!r} must be {ftype.name}, not {v!r}"
+                ) from None
+        if gone is not None:
+            for name in gone:
+                del msg[name]
+
+
+class Registry:
+    """Action name -> :class:`Command` (single-reply and stream handlers apart)."""
+
+    def __init__(self) -> None:
+        self.single: dict[str, Command] = {}
+        self.streams: dict[str, Command] = {}
+
+    def register(
+        self,
+        name: str,
+        handler: Callable[..., Any],
+        *,
+        stream: bool = False,
+        before_login: bool = False,
+        fields: Mapping[str, FieldType] | None = None,
+        required: Iterable[str] = (),
+        aliases: Iterable[str] = (),
+        when: Callable[[dict], Any] | None = None,
+    ) -> Command:
+        fields = dict(fields or {})
+        required = frozenset(required)
+        unknown = required - fields.keys()
+        if unknown:
+            raise ValueError(f"{name}: required fields {sorted(unknown)} are not declared")
+        is_async = inspect.iscoroutinefunction(handler)
+        if stream and not is_async:
+            raise ValueError(f"{name}: a stream handler must be async")
+        table = self.streams if stream else self.single
+        cmd = None
+        for n in (name, *aliases):
+            if n in table:
+                raise ValueError(f"action {n!r} is registered twice")
+            cmd = Command(n, handler, stream, before_login, fields, required, is_async, when)
+            table[n] = cmd
+        assert cmd is not None
+        return cmd
+
+    def lookup(self, name: Any, msg: dict) -> Command | None:
+        """The handler for a new request (04 §6.1).
+
+        The stream handler if the client opens a stream (``state: start``), if
+        the stream variant's ``when(msg)`` says so, or if there is no
+        single-reply handler; otherwise the single-reply handler.
+        """
+        if name.__class__ is not str:
+            return None
+        stream = self.streams.get(name)
+        if stream is None:
+            return self.single.get(name)
+        if msg.get("state") == "start" or (stream.when is not None and stream.when(msg)):
+            return stream
+        cmd = self.single.get(name)
+        return cmd if cmd is not None else stream
+
+    def names(self) -> list[str]:
+        return sorted(self.single.keys() | self.streams.keys())
+
+
+REGISTRY = Registry()
+
+
+def action(
+    name: str,
+    *,
+    stream: bool = False,
+    before_login: bool = False,
+    fields: Mapping[str, FieldType] | None = None,
+    required: Iterable[str] = (),
+    aliases: Iterable[str] = (),
+    when: Callable[[dict], Any] | None = None,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: register ``handler`` in :data:`REGISTRY`."""
+
+    def deco(handler: Callable[..., Any]) -> Callable[..., Any]:
+        REGISTRY.register(
+            name,
+            handler,
+            stream=stream,
+            before_login=before_login,
+            fields=fields,
+            required=required,
+            aliases=aliases,
+            when=when,
+        )
+        return handler
+
+    return deco

@@ -1,0 +1,179 @@
+"""Watchers: the server side of the ``watch`` action.
+
+A :class:`Watcher` hangs its callback on the watched entry's ``watchers``
+list; the store calls it for every change of that entry or of an entry below
+it. Changes inside meta subtrees (below a ``None`` element relative to the
+watched entry) are not reported. A watched entry is never pruned from the
+tree.
+
+Queue policy: each watcher has a bounded queue of ``server.watch_queue``
+notifications (default 1000). A watcher whose client does not keep up — its
+queue is full when the next change arrives — is ended: it is unregistered at
+once, the notifications still queued are discarded (the client has to
+re-read the subtree anyway), and its stream ends with an error
+``RuntimeError('Aborted: the watcher fell behind; N notifications dropped …')``
+followed by ``end``. The connection and every other client carry on.
+
+:func:`run_watch` is the stream handler's body: an optional initial dump
+(``fetch``) of entries older than the watch, ``{state: uptodate}``, then the
+changes, each serialized like a ``get_tree`` record.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from distkv.util import NotGiven
+
+from .records import RelShortener, entry_record, walk
+
+if TYPE_CHECKING:
+    from .session import Session, Stream
+
+__all__ = ["Watcher", "WatcherOverflow", "run_watch"]
+
+
+class WatcherOverflow(RuntimeError):
+    """The watcher's queue overflowed; its stream is ended."""
+
+
+class Watcher:
+    """One ``watch`` request: depth window, bounded queue, overflow state."""
+
+    __slots__ = (
+        "entry", "depth", "min_depth", "max_depth", "limit", "queue", "dropped",
+        "overflowed", "_wake", "scope",
+    )
+
+    def __init__(self, entry: Any, *, min_depth: int = 0, max_depth: int = -1, limit: int = 1000):
+        self.entry = entry
+        self.depth = entry.depth
+        self.min_depth = min_depth
+        self.max_depth = max_depth
+        self.limit = max(1, limit)
+        self.queue: deque[tuple[tuple, Any]] = deque()
+        self.dropped = 0
+        self.overflowed = False
+        self._wake: anyio.Event | None = None
+        self.scope = anyio.CancelScope()
+
+    def attach(self) -> None:
+        e = self.entry
+        if e.watchers is None:
+            e.watchers = [self.notify]
+        else:
+            e.watchers.append(self.notify)
+
+    def detach(self) -> None:
+        e = self.entry
+        ws = e.watchers
+        if ws is not None:
+            try:
+                ws.remove(self.notify)
+            except ValueError:
+                return
+            if not ws:
+                e.watchers = None
+
+    def notify(self, entry: Any, event: Any) -> None:
+        """Store callback: ``entry`` (this watcher's entry or one below) changed."""
+        rel = entry.path[self.depth :]
+        d = len(rel)
+        if d < self.min_depth or (self.max_depth >= 0 and d > self.max_depth) or None in rel:
+            return
+        if self.overflowed:
+            self.dropped += 1
+            return
+        q = self.queue
+        if len(q) >= self.limit:
+            self.overflowed = True
+            self.dropped = len(q) + 1
+            q.clear()
+            self.detach()
+            self.scope.cancel()
+            return
+        q.append((rel, event))
+        ev = self._wake
+        if ev is not None:
+            self._wake = None
+            ev.set()
+
+    async def wait(self) -> None:
+        """Wait until something is queued."""
+        while not self.queue:
+            self._wake = ev = anyio.Event()
+            await ev.wait()
+
+    def overflow_error(self) -> WatcherOverflow:
+        return WatcherOverflow(
+            f"Aborted: the watcher fell behind; {self.dropped} notifications dropped "
+            f"(server.watch_queue is {self.limit})"
+        )
+
+
+def _change_record(event: Any, nchain: int) -> dict:
+    res: dict = {}
+    v = event.value
+    if v is not NotGiven:
+        res["value"] = v
+    if nchain and event.chain is not None:
+        res["chain"] = event.chain.to_wire(nchain)
+    res["tock"] = event.tock
+    return res
+
+
+async def run_watch(
+    session: Session,
+    stream: Stream,
+    path: tuple,
+    *,
+    top: bool,
+    nchain: int = 0,
+    fetch: bool = False,
+    min_depth: int = 0,
+    max_depth: int = -1,
+    empty: bool = False,
+) -> None:
+    """Serve one watch on the (absolute) ``path`` until cancelled or overflowed.
+
+    ``top`` tells whether ``path`` is the client's root (path shortening).
+    """
+    server = session.server
+    entry = server.store.follow(path, create=True)
+    watcher = Watcher(
+        entry, min_depth=min_depth, max_depth=max_depth,
+        limit=int(server.cfg.server.get("watch_queue", 1000)),
+    )
+    start_tock = server.next_tock()
+    watcher.attach()
+    short = RelShortener(top)
+    send = stream.send
+    queue = watcher.queue
+    try:
+        with watcher.scope:
+
+            async def send_changes() -> None:
+                while queue:
+                    rel, event = queue.popleft()
+                    await send(short(_change_record(event, nchain), rel))
+
+            if fetch:
+                for e, rel in walk(entry, max_depth=max_depth):
+                    if len(rel) < min_depth or e.tock >= start_tock:
+                        continue
+                    if e.value is NotGiven and not empty:
+                        continue
+                    await send(short(entry_record(e, nchain), rel))
+                    if queue:
+                        await send_changes()
+                await send({"state": "uptodate"})
+            while True:
+                await watcher.wait()
+                await send_changes()
+    finally:
+        watcher.detach()
+    if watcher.overflowed:
+        raise watcher.overflow_error()
