@@ -112,7 +112,11 @@ async def open_client(**cfg: Any) -> AsyncIterator[Client]:
         try:
             await client._connect(tg)
             try:
-                yield client
+                from distkv.obj.handlers import handler_scope
+
+                # shared mirrors (``X.as_handler(client)``) live as long as the client
+                async with handler_scope(client):
+                    yield client
             except Exception as exc:
                 # re-raised outside the task group, so that it is not wrapped
                 # in an ExceptionGroup
@@ -463,3 +467,14 @@ class Client:
     def msg_monitor(self, topic: Any, raw: bool = False) -> Any:
         """``async with client.msg_monitor(topic) as mon: async for msg in mon: …``"""
         return self._stream("msg_monitor", topic=topic, raw=raw)
+
+    # --- active objects ------------------------------------------------------------
+
+    def mirror(self, path: Any, *, root_type: Any = None, need_wait: bool = False, **kw: Any
+               ) -> Any:
+        """``async with client.mirror(path, root_type=…) as root:`` — the subtree at
+        ``path`` mirrored in memory and kept current (see :mod:`distkv.obj`).
+        ``path`` may also be path text (``"one.two"``)."""
+        from distkv.obj import mirror
+
+        return mirror(self, path, root_type=root_type, need_wait=need_wait, **kw)
