@@ -17,11 +17,14 @@ silently ended replication):
   (newer updates supersede older ones) and counted in :attr:`lost`.
   While connected, ``publish`` only waits if the outgoing buffer holds more
   than :data:`HIGH_WATER` bytes (backpressure from a slow broker).
-* The state is visible: :attr:`connected`, :attr:`state`, :attr:`connects`,
-  :attr:`lost`, :attr:`last_error`, :meth:`status`; :meth:`changed` gives an
-  event that fires at the next connect or disconnect, :meth:`wait_connected`
-  waits for a connection. A server can use a reconnect to ask its peers for
-  what it missed meanwhile.
+* Received messages go to bounded per-subscription queues (see :mod:`.topic`).
+* The state is visible: :attr:`connected`, :attr:`state` (``new``,
+  ``connecting``, ``connected``, ``disconnected``, ``closed``),
+  :attr:`connects`, :attr:`lost`, :attr:`last_error`, :meth:`status`;
+  :meth:`changed` gives an event that fires at the next change of state,
+  :meth:`wait_connected` waits for a connection. Whatever others published
+  while we were away is gone (QoS 0): a server should take a reconnect
+  (``connects`` going up) as a reason to ask its peers what it missed.
 """
 
 from __future__ import annotations
@@ -259,7 +262,7 @@ class LinkBackend(Backend):
         self._link: Link | None = None
         self._offline: deque[tuple[str, bytes]] = deque(maxlen=queue_len)
         self._fanout = Fanout(sub_queue_len)
-        self._changed = anyio.Event()
+        self._changed: anyio.Event | None = None  # made on demand: __init__ may run outside a loop
         self._tg: TaskGroup | None = None
 
     # --- what subclasses provide ----------------------------------------------------------
@@ -276,6 +279,9 @@ class LinkBackend(Backend):
     def wire_filter(self, pattern: tuple[str, ...]) -> str:
         """The medium's subscription key for a filter (validated)."""
 
+    async def _closing(self, link: Link) -> None:  # noqa: B027  (most media need nothing)
+        """Called when the backend is left while connected, after flushing ``link``."""
+
     @property
     @abstractmethod
     def where(self) -> str:
@@ -289,12 +295,15 @@ class LinkBackend(Backend):
         return self._link is not None
 
     def changed(self) -> anyio.Event:
-        """An event that is set at the next connect or disconnect."""
+        """An event that is set at the next change of :attr:`state` (connect, disconnect …)."""
+        if self._changed is None:
+            self._changed = anyio.Event()
         return self._changed
 
     async def wait_connected(self) -> None:
+        """Wait until :attr:`connected`."""
         while self._link is None:
-            await self._changed.wait()
+            await self.changed().wait()
 
     def status(self) -> dict:
         """The connection state, for logs and ``get_state``-style reports."""
@@ -310,9 +319,12 @@ class LinkBackend(Backend):
         }
 
     def _set_state(self, state: str) -> None:
+        if state == self.state:
+            return
         self.state = state
-        self._changed.set()
-        self._changed = anyio.Event()
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
 
     # --- lifetime -----------------------------------------------------------------------
 
@@ -330,6 +342,7 @@ class LinkBackend(Backend):
         if link is not None:  # what was published before leaving still goes out
             with anyio.move_on_after(1, shield=True):
                 await link.flush()
+                await self._closing(link)
         tg.cancel_scope.cancel()
         try:
             return await tg.__aexit__(*exc)

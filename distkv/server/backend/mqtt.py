@@ -1,0 +1,345 @@
+"""The MQTT backend (``server.backend: mqtt``): MQTT v5 through moat-lib-mqtt.
+
+Mapping (05 §1): topic elements are joined with ``/``; messages are published
+with QoS 0 and retain false; filters are subscribed with QoS 0; received
+topics are split at ``/``. We receive our own publications, as upstream does.
+
+The protocol work is done by moat-lib-mqtt's sans-IO client state machine;
+this module is the thin async shell around it (its own ``AsyncMQTTClient``
+neither reconnects nor notices a stalled broker, which is what upstream's
+known issues 48/49 are about). Connection keeping, resubscribing, the offline
+queue and the state report come from :class:`~.link.LinkBackend`.
+
+When ``host_broker`` is set and nothing answers at a *local* address
+(``localhost``, ``127.0.0.1``, ``::1``), the backend starts an embedded
+broker there (:mod:`.broker`) for as long as it runs, and connects to it.
+If several servers on one host race for that, one binds the port and the
+others connect to it; if the hosting server goes away, another one takes
+over at its next reconnect.
+
+Configuration (``server.mqtt``, see :meth:`MQTTBackend.from_config`): ``uri``
+(``mqtt://[user:password@]host[:port]`` or ``mqtts://…``), ``username``,
+``password``, ``client_id``, ``cafile``, ``keep_alive``, ``connect_timeout``,
+``retry_min``, ``retry_max``, ``queue_len``, ``host_broker``.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import uuid
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
+
+import anyio
+from anyio.abc import ByteStream
+from moat.lib.mqtt import (
+    InvalidPattern,
+    MQTTClientState,
+    MQTTConnAckPacket,
+    MQTTDisconnectPacket,
+    MQTTPublishPacket,
+    MQTTPublishReleasePacket,
+    MQTTSubscribeAckPacket,
+    Pattern,
+    PropertyType,
+    QoS,
+    ReasonCode,
+    Subscription,
+)
+from moat.lib.mqtt.client_state_machine import MQTTClientStateMachine
+
+from .link import (
+    CONNECT_TIMEOUT,
+    KEEP_ALIVE,
+    OFFLINE_QUEUE,
+    RETRY_MAX,
+    RETRY_MIN,
+    BackendError,
+    Link,
+    LinkBackend,
+    LinkDown,
+    Reply,
+)
+from .topic import QUEUE_LEN, Fanout, Message
+
+if TYPE_CHECKING:
+    from .broker import EmbeddedBroker
+
+__all__ = ["MQTTBackend", "MQTTLink", "LOCAL_HOSTS"]
+
+logger = logging.getLogger(__name__)
+
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+_CONNECTED = MQTTClientState.CONNECTED
+_SUB_ID = PropertyType.SUBSCRIPTION_IDENTIFIER
+_OK_SUBACK = (ReasonCode.GRANTED_QOS_0, ReasonCode.GRANTED_QOS_1, ReasonCode.GRANTED_QOS_2)
+_CONFIG_KEYS = frozenset({
+    "uri", "username", "password", "client_id", "cafile", "keep_alive", "connect_timeout",
+    "retry_min", "retry_max", "queue_len", "host_broker",
+})
+
+
+class MQTTLink(Link):
+    """One MQTT v5 connection: the state machine, its stream, subscription ids."""
+
+    def __init__(
+        self, stream: ByteStream, sm: MQTTClientStateMachine, fanout: Fanout, keep_alive: float
+    ):
+        super().__init__(fanout, keep_alive)
+        self.stream = stream
+        self.sm = sm
+        self._use_ids = sm.cap_subscription_ids
+        self._next_id = 0
+        self._key_of: dict[int, str] = {}  # subscription id -> filter
+        self._id_of: dict[str, int] = {}
+
+    @classmethod
+    async def open(
+        cls,
+        stream: ByteStream,
+        fanout: Fanout,
+        *,
+        client_id: str,
+        username: str | None,
+        password: str | None,
+        keep_alive: float,
+    ) -> MQTTLink:
+        """Do the CONNECT handshake on ``stream`` (closed on failure)."""
+        sm = MQTTClientStateMachine(client_id=client_id)
+        try:
+            sm.connect(
+                username=username,
+                password=password,
+                keep_alive=max(1, round(keep_alive)) if keep_alive else 0,
+                clean_start=True,
+            )
+            await stream.send(bytes(sm.get_outbound_data()))
+            while True:
+                try:
+                    chunk = await stream.receive()
+                except anyio.EndOfStream:
+                    raise LinkDown("the broker closed the connection in the handshake") from None
+                for packet in sm.feed_bytes(chunk):
+                    if isinstance(packet, MQTTConnAckPacket):
+                        if packet.reason_code is not ReasonCode.SUCCESS:
+                            raise BackendError(
+                                f"the broker refused the connection: {packet.reason_code.name}"
+                            )
+                        return cls(stream, sm, fanout, keep_alive)
+        except BaseException:
+            await anyio.aclose_forcefully(stream)
+            raise
+
+    # --- Link ------------------------------------------------------------------------
+
+    def send(self, wire_topic: str, payload: bytes) -> None:
+        if self.sm.state is not _CONNECTED:
+            raise LinkDown("the broker disconnected")
+        self.sm.publish(wire_topic, payload)
+        self.backlog += len(payload) + len(wire_topic) + 8
+
+    async def subscribe(self, key: str) -> None:
+        sid = 0
+        if self._use_ids:
+            self._next_id = sid = self._next_id + 1
+            self._key_of[sid] = key
+            old = self._id_of.pop(key, None)
+            if old is not None:
+                del self._key_of[old]
+            self._id_of[key] = sid
+        pid = self.sm.subscribe(
+            [Subscription(key, max_qos=QoS.AT_MOST_ONCE, subscription_id=sid)]
+        )
+        self.replies[pid] = reply = Reply()
+        self.kick()
+        codes = await reply.wait()
+        bad = [c for c in codes if c not in _OK_SUBACK]  # type: ignore[attr-defined]
+        if bad:
+            self._forget(key)
+            raise BackendError(f"the broker refused the subscription to {key!r}: {bad[0].name}")
+
+    def unsubscribe(self, key: str) -> None:
+        self._forget(key)
+        if self.sm.state is _CONNECTED:
+            self.sm.unsubscribe([Pattern(key)])
+
+    def _forget(self, key: str) -> None:
+        sid = self._id_of.pop(key, None)
+        if sid is not None:
+            del self._key_of[sid]
+
+    def take_outbound(self) -> bytearray:
+        return self.sm.get_outbound_data()
+
+    async def _write(self, data: bytes | bytearray) -> None:
+        await self.stream.send(data)
+
+    def _probe(self) -> None:
+        self.sm.ping()
+
+    async def _read(self) -> None:
+        sm = self.sm
+        fanout = self.fanout
+        key_of = self._key_of
+        async for chunk in self.stream:
+            self._rx += 1
+            for packet in sm.feed_bytes(chunk):
+                if packet.__class__ is MQTTPublishPacket:
+                    payload = packet.payload
+                    if payload.__class__ is not bytes:
+                        payload = payload.encode() if isinstance(payload, str) else bytes(payload)
+                    msg = Message(tuple(packet.topic.split("/")), payload)
+                    ids = packet.properties.get(_SUB_ID)
+                    if ids:
+                        for sid in ids:
+                            key = key_of.get(sid)
+                            if key is not None and (late := fanout.deliver_key(key, msg)):
+                                for sub in late:
+                                    await sub.put_slow(msg)
+                    elif late := fanout.deliver_matching(msg):
+                        for sub in late:
+                            await sub.put_slow(msg)
+                    if packet.qos:
+                        self.kick()  # the state machine queued the acknowledgement
+                elif isinstance(packet, MQTTSubscribeAckPacket):
+                    reply = self.replies.pop(packet.packet_id, None)
+                    if reply is not None:
+                        reply.set(packet.reason_codes)
+                elif isinstance(packet, MQTTPublishReleasePacket):
+                    self.kick()
+                elif isinstance(packet, MQTTDisconnectPacket):
+                    self.error = LinkDown(f"the broker disconnected: {packet.reason_code.name}")
+                    return
+
+    async def aclose(self) -> None:
+        with anyio.move_on_after(1, shield=True):
+            try:
+                if self.sm.state is _CONNECTED:
+                    self.sm.disconnect()
+                    await self.stream.send(bytes(self.sm.get_outbound_data()))
+            except Exception:
+                pass
+            await self.stream.aclose()
+
+
+class MQTTBackend(LinkBackend):
+    """Publish/subscribe through an MQTT v5 broker, reconnecting as needed."""
+
+    name = "mqtt"
+
+    def __init__(
+        self,
+        uri: str = "mqtt://localhost:1883",
+        *,
+        node: str = "",
+        username: str | None = None,
+        password: str | None = None,
+        client_id: str | None = None,
+        cafile: str | None = None,
+        host_broker: bool = False,
+        keep_alive: float = KEEP_ALIVE,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        retry_min: float = RETRY_MIN,
+        retry_max: float = RETRY_MAX,
+        queue_len: int = OFFLINE_QUEUE,
+        sub_queue_len: int = QUEUE_LEN,
+    ):
+        super().__init__(
+            keep_alive=keep_alive,
+            connect_timeout=connect_timeout,
+            retry_min=retry_min,
+            retry_max=retry_max,
+            queue_len=queue_len,
+            sub_queue_len=sub_queue_len,
+        )
+        parts = urlsplit(uri)
+        if parts.scheme not in ("mqtt", "mqtts"):
+            raise ValueError(f"unsupported MQTT URI (need mqtt:// or mqtts://): {uri!r}")
+        self.uri = uri
+        self.host = parts.hostname or "localhost"
+        self.tls = parts.scheme == "mqtts"
+        self.port = parts.port or (8883 if self.tls else 1883)
+        self.username = username if username is not None else _unquote(parts.username)
+        self.password = password if password is not None else _unquote(parts.password)
+        self.client_id = client_id or f"distkv-{node or 'x'}-{uuid.uuid4().hex[:12]}"
+        self.cafile = cafile
+        self.host_broker = host_broker and self.host in LOCAL_HOSTS
+        self.hosting: EmbeddedBroker | None = None  # the embedded broker this backend runs
+
+    @classmethod
+    def from_config(cls, opts: Mapping[str, Any], node: str = "") -> MQTTBackend:
+        """Build from ``server.mqtt``; keys we do not know are ignored (and logged)."""
+        unknown = sorted(set(opts) - _CONFIG_KEYS)
+        if unknown:
+            logger.info("server.mqtt: ignoring %s", ", ".join(map(str, unknown)))
+        return cls(node=node, **{k: v for k, v in opts.items() if k in _CONFIG_KEYS})
+
+    @property
+    def where(self) -> str:
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+    def wire_topic(self, topic: tuple[str, ...]) -> str:
+        t = "/".join(topic)
+        if not t or "+" in t or "#" in t or "\0" in t:
+            raise ValueError(f"not a topic one can publish to: {t!r}")
+        return t
+
+    def wire_filter(self, pattern: tuple[str, ...]) -> str:
+        key = "/".join(pattern)
+        if not key:
+            raise ValueError("empty topic filter")
+        try:
+            Pattern(key)
+        except InvalidPattern as exc:
+            raise ValueError(f"bad topic filter {key!r}: {exc}") from None
+        return key
+
+    async def _connect(self) -> MQTTLink:
+        stream = await self._open_stream()
+        return await MQTTLink.open(
+            stream,
+            self._fanout,
+            client_id=self.client_id,
+            username=self.username,
+            password=self.password,
+            keep_alive=self.keep_alive,
+        )
+
+    async def _open_stream(self) -> ByteStream:
+        kw: dict[str, Any] = {}
+        if self.tls:
+            kw["ssl_context"] = ssl.create_default_context(cafile=self.cafile)
+            kw["tls_hostname"] = self.host
+        try:
+            return await anyio.connect_tcp(self.host, self.port, **kw)
+        except OSError:
+            if not self.host_broker or self.hosting or self._tg is None:
+                raise
+        from .broker import EmbeddedBroker  # only needed by the hosting server
+
+        broker = EmbeddedBroker(bind_address=(self.host, self.port))
+        try:
+            await self._tg.start(broker.serve)
+        except OSError as exc:  # somebody else was quicker
+            logger.info("not hosting a broker at %s: %s", self.where, exc)
+        else:
+            self.hosting = broker
+            logger.warning("no broker at %s: hosting an embedded one there", self.where)
+        return await anyio.connect_tcp(self.host, self.port, **kw)
+
+    async def _closing(self, link: Link) -> None:
+        broker = self.hosting
+        if not broker:
+            return
+        # Our broker dies with us: let it pass on what we sent. It handles a
+        # connection's packets in order, so once it has dropped our session
+        # after our DISCONNECT, everything before it has been forwarded.
+        await link.aclose()
+        while self.client_id in broker._client_sessions:  # noqa: ASYNC110  (no event for it)
+            await anyio.sleep(0.01)
+
+
+def _unquote(s: str | None) -> str | None:
+    return None if s is None else unquote(s)
