@@ -25,16 +25,21 @@ Decisions — this is where we deliberately differ from 0.65.0 (15 #26, #29):
   dump (``e``) are refused only by an effective entry that lacks the letter;
   where no entry matches, the walk goes on (the ACL root normally has no
   value). Without this an ACL would have to grant letters on every ancestor.
+  A ``#`` entry that grants ``c`` also lets the walk create the entries
+  between it and the target (the tutorial's write-only ``wom.#`` = ``xc``
+  accepts ``wom.foo.bar``), while an exact entry lacking ``n`` still stops
+  it (``one.two`` = ``rc`` refuses ``one.two.three``).
 * In dumps an entry whose effective entry lacks ``x`` blocks ``r`` for
   everything below it.
 * A user whose ``acl`` names an ACL that does not exist, or whose ``acl``
   record is malformed, gets no access at all (fail closed).
-* Paths through a ``None`` element (the meta tree: auth records, ACLs, types)
-  are refused for every restricted user, so a restricted user can neither
-  read nor rewrite system data. Only users without an ACL (:data:`UNRESTRICTED`)
-  may use the ``*_internal`` actions, the ``auth_*`` actions and
-  ``set_auth_typ``; the server enforces that by asking
-  :attr:`UserACL.restricted` (15 #27/#28).
+* The meta tree (below a ``None`` element: auth records, ACLs, types) is off
+  limits for restricted users unless their ACL names it explicitly: since
+  wildcards never match ``None``, only an ACL entry below an explicit ``None``
+  element (e.g. ``:n.acl.ops.:n.type.#`` = ``"rwc"``) grants anything there.
+  The server checks the ``*_internal`` actions against the ACL with their
+  absolute meta paths (15 #27); the ``auth_*`` actions and ``set_auth_typ``
+  stay reserved to users without an ACL (:attr:`UserACL.restricted`, 15 #28).
 
 ACL entries are looked up live in the store on every check (a few dict
 lookups), so changed ACL entries take effect immediately; which ACL a user
@@ -105,6 +110,14 @@ def effective(cands: Candidates) -> Any:
     return None
 
 
+def _effective_sticky(cands: Candidates) -> tuple[Any, bool]:
+    """The first candidate with a value and whether it is a ``#`` match, or ``(None, False)``."""
+    for node, sticky in cands:
+        if node.value is not NotGiven:
+            return node, sticky
+    return None, False
+
+
 def find_match(root: Any, path: Sequence[Any]) -> Any:
     """The most specific entry with a value below ``root`` that matches ``path``."""
     cands: Candidates = ((root, False),)
@@ -140,21 +153,21 @@ class AclCursor:
         node = effective(self.cands)
         return node is not None and letter in _modes(node)
 
-    def _passes(self, letter: str) -> bool:
+    def passes(self, letter: str) -> bool:
+        """The lenient check: refused only by an effective entry that lacks ``letter``."""
         node = effective(self.cands)
         return node is None or letter in _modes(node)
 
     def descends(self) -> bool:
-        """May the dump visit this entry's children? (lenient ``e``)"""
-        return self._passes("e")
+        """May the dump visit this entry's children? (lenient ``e``; never where no
+        ACL entry can match any more)"""
+        return bool(self.cands) and self.passes("e")
 
     def child(self, name: Any) -> AclCursor:
         """The cursor for child ``name``; ``r`` is blocked below an entry lacking ``x``."""
         blocked = self.blocked
-        if "r" not in blocked and not self._passes("x"):
+        if "r" not in blocked and not self.passes("x"):
             blocked += "r"
-        if name is None:
-            return AclCursor((), blocked + "r")
         return AclCursor(step(self.cands, name), blocked)
 
     def at(self, rel: Sequence[Any]) -> AclCursor | None:
@@ -174,6 +187,9 @@ class _OpenCursor:
     __slots__ = ()
 
     def grants(self, letter: str) -> bool:
+        return True
+
+    def passes(self, letter: str) -> bool:
         return True
 
     def descends(self) -> bool:
@@ -258,8 +274,6 @@ class UserACL:
                 f"ACL {self.name} does not cover paths outside {Path.build(base)}, needed:", mode
             )
         rel = path[n:] if n else path
-        if None in rel:
-            return ACLError(f"ACL {self.name} keeps the meta tree off limits, needed:", mode)
         root = self._root()
         if root is None:
             return ACLError(f"ACL {self.name} does not exist, needed:", mode)
@@ -271,9 +285,12 @@ class UserACL:
                 ch = data.children
                 child = None if ch is None else ch.get(name)
             letter = "x" if child is not None else "n"
-            node = effective(cands)
-            if node is not None and letter not in _modes(node):
-                return self._error(node, rel, letter)
+            node, sticky = _effective_sticky(cands)
+            if node is not None:
+                modes = _modes(node)
+                # a '#' entry with 'c' covers creating entries at any depth below it
+                if letter not in modes and not (sticky and letter == "n" and "c" in modes):
+                    return self._error(node, rel, letter)
             cands = step(cands, name)
             data = child
         if mode == "W":

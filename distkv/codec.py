@@ -8,7 +8,9 @@ concatenated encodings of its elements). Other extension codes decode to
 
 Everything here is on the hot path: the packer runs in strict-types mode (so a
 ``Path`` reaches the ``default`` hook instead of being packed as a plain
-array), and the hooks test the frequent cases first.
+array), and the hooks test the frequent cases first. Decoded paths of plain
+elements (strings, ints, ``None``) are cached by payload, so a client that
+keeps sending the same paths gets the same (immutable) Path objects back.
 """
 
 from __future__ import annotations
@@ -111,9 +113,18 @@ def packer() -> msgpack.Packer:
     return _new_packer()
 
 
-def _ext_hook(code: int, data: bytes) -> Any:
+# Decoded paths by payload: clients send the same paths again and again, and a
+# Path of immutable elements may be shared. Bounded: emptied when full.
+_CACHE_SIZE = 4096
+_CACHE_PAYLOAD = 128
+_CACHE_ELEMS = frozenset({str, int, type(None)})
+_path_cache: dict[bytes, Path] = {}
+
+
+def _ext_hook(code: int, data: bytes, _cached: Any = _path_cache.get) -> Any:
     if code == EXT_PATH:
-        return _unpack_path(data)
+        res = _cached(data)
+        return res if res is not None else _unpack_path(data)
     if code == EXT_BIGINT:
         return int.from_bytes(data, "big")
     return _ext(code, data)  # ExtType() would refuse negative codes
@@ -146,6 +157,13 @@ def _unpack_path(data: bytes) -> Path:
         # a truncated element is left in the buffer: drop this unpacker
         raise ValueError(f"Malformed path (ext 3) payload: {data.hex()}")
     _unpackers.append(up)
+    if len(data) <= _CACHE_PAYLOAD:
+        for e in res:
+            if e.__class__ not in _CACHE_ELEMS:
+                return res
+        if len(_path_cache) >= _CACHE_SIZE:
+            _path_cache.clear()
+        _path_cache[data] = res
     return res
 
 

@@ -75,14 +75,16 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def meta_position(entry: Entry) -> tuple[tuple, tuple] | None:
-    """``(base, rel)`` if ``entry`` is inside a meta tree (``base + (None,) + rel``)."""
-    e = entry
-    while e is not None:
-        if e.name is None and e.parent is not None:
-            base = e.parent.path
-            return base, entry.path[len(base) + 1 :]
-        e = e.parent
-    return None
+    """``(base, rel)`` if ``entry`` is inside a meta tree (``base + (None,) + rel``).
+
+    The outermost ``None`` counts: an ACL may name meta paths
+    (``:n.acl.ops.:n.type``), and that entry is an ACL entry, not a type.
+    """
+    path = entry.path
+    if None not in path:
+        return None
+    i = path.index(None)
+    return path[:i], path[i + 1 :]
 
 
 # --- compiled records -----------------------------------------------------------------------
@@ -204,6 +206,9 @@ class TypeSystem:
         self.runner = runner if runner is not None else CodeRunner()
         self._cache: dict[tuple, tuple[Any, Any]] = {}
         self._cache_size = cache_size
+        #: Has any match record been stored? Until then no data write needs a type
+        #: check. (A store that holds data already might have some.)
+        self.any_matches = store.tock > 0
 
     def _compiled(self, path: tuple, value: Any, cls: type) -> Any:
         hit = self._cache.get(path)
@@ -224,10 +229,20 @@ class TypeSystem:
         validated them, and refusing them here would make servers diverge; a
         broken one shows up as an error where it is used.
         """
-        if not local:
-            return
+        e = entry
+        while True:  # the cheap test first: most writes are data, not meta records
+            parent = e.parent
+            if parent is None:
+                return
+            if e.name is None:
+                break
+            e = parent
         pos = meta_position(entry)
-        if pos is not None:
+        if pos is None:
+            return
+        if pos[1][:1] == ("match",) and value is not NotGiven:
+            self.any_matches = True
+        if local:
             self.validate_record(pos[0], pos[1], value)
 
     def validate_record(self, base: tuple, rel: tuple, value: Any) -> None:

@@ -1,62 +1,49 @@
-"""An in-process server with the auth actions, ACLs and type checks plugged in.
+"""An in-process server for auth, ACL, type and codec tests.
 
-Until the server wires :mod:`distkv.auth.actions` and
-:class:`distkv.types.TypeSystem` in itself, ``auth_server()`` does it for a
-test: it registers the auth actions (replacing stubs of the same name), gives
-the server a fast password hasher and a quick login throttle, and hooks the
-type system's record validator into the store. Everything is undone when the
-context ends.
+``auth_server()`` is :func:`inproc.inproc_server` with the server's own
+security set-up (:func:`distkv.server.security.install_security`) tuned for
+tests through the configuration: the cheapest password hash and a quick
+login throttle. Nothing is patched in: the actions, checks and conversions
+are the ones a real server runs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 from inproc import inproc_server
 
-from distkv.auth.actions import register
 from distkv.auth.password import PasswordHasher
-from distkv.auth.server import LoginThrottle, ServerAuth
-from distkv.server.registry import REGISTRY
-from distkv.snippet import CodeRunner
-from distkv.types import TypeSystem, meta_position
-from distkv.util import NotGiven
+from distkv.auth.server import LoginThrottle
+from distkv.server.security import close_security, install_security
 
-__all__ = ["FAST_HASHER", "auth_server"]
+__all__ = ["FAST_CONF", "FAST_HASHER", "auth_server"]
+
+FAST_CONF = {
+    "server.password_hash.opslimit": 1,
+    "server.password_hash.memlimit": 8192,
+    "server.login.delay": 0.01,
+    "server.login.max_delay": 0.05,
+}
+"""Config overrides for tests: the cheapest argon2id hash, short login delays."""
 
 FAST_HASHER = PasswordHasher(opslimit=1, memlimit=8192)
 
 
-def _data_checker(types: TypeSystem) -> Any:
-    """Type-check local data writes (what the server's ``write`` will do itself)."""
-
-    def check(entry: Any, value: Any, local: bool) -> None:
-        if local and value is not NotGiven and meta_position(entry) is None:
-            types.check_value(entry.path, value, entry=entry)
-
-    return check
-
-
 @contextmanager
-def auth_server(*, throttle: LoginThrottle | None = None, **kw: Any) -> Iterator[Any]:
-    """An in-process server (see :func:`inproc.inproc_server`) with auth; yields it."""
-    undo = register(REGISTRY, replace=True)
-    try:
-        with inproc_server(**kw) as server:
-            types = server.types = TypeSystem(server.store, CodeRunner(timeout=0.5))
-            server.auth = ServerAuth(
-                server.store, types, hasher=FAST_HASHER,
-                throttle=throttle or LoginThrottle(base=0.01, max_delay=0.05),
-            )
-            checks = [types.validator, _data_checker(types)]
-            server.store.validators.extend(checks)
-            try:
-                yield server
-            finally:
-                for check in checks:
-                    server.store.validators.remove(check)
-                types.runner.close()
-    finally:
-        undo()
+def auth_server(
+    *, throttle: LoginThrottle | None = None, conf: Mapping[str, Any] | None = None, **kw: Any
+) -> Iterator[Any]:
+    """An in-process server (see :func:`inproc.inproc_server`) with its security
+    state set up; yields it. ``throttle`` replaces the server's login throttle."""
+    with inproc_server(conf={**FAST_CONF, **(conf or {})}, **kw) as server:
+        if getattr(server, "auth", None) is None:
+            install_security(server)  # (servers that do not set it up at start yet)
+        if throttle is not None:
+            server.auth.throttle = throttle
+        try:
+            yield server
+        finally:
+            close_security(server)

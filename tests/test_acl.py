@@ -131,18 +131,19 @@ def test_the_tutorials_aclix_example(store: Store):
 def test_the_tutorials_write_only_store(store: Store):
     acl = make_acl(store, "writeonly", {"wom.#": "xc"})
     assert acl.allows(P("wom.foo"), "W")
-    # 'wom.foo' does not exist: creating it below 'wom.#' needs n there, too
-    with pytest.raises(ACLError) as err:
-        acl.check(P("wom.foo.bar"), "W")
-    assert err.value.args == ("ACL writeonly at wom.# grants 'xc', needed:", "n")
-    acl = make_acl(store, "writeonly2", {"wom.#": "xnc"})
-    assert acl.allows(P("wom.foo.bar"), "W")
+    # 'wom.foo' does not exist yet: a '#' entry granting c covers creating it
+    assert acl.allows(P("wom.foo.bar.baz"), "W")
     put(store, "wom.foo.bar", 42)
     with pytest.raises(ACLError) as err:
         acl.check(P("wom.foo.bar"), "W")
-    assert err.value.args == ("ACL writeonly2 at wom.# grants 'xnc', needed:", "w")
+    assert err.value.args == ("ACL writeonly at wom.# grants 'xc', needed:", "w")
     assert not acl.allows(P("wom.foo.bar"), "r")
     assert not acl.allows(("wom",), "c")  # '#' needs at least one level
+    # without c, the '#' entry does not cover creating intermediate entries
+    acl = make_acl(store, "noc", {"wom.#": "xw"})
+    with pytest.raises(ACLError) as err:
+        acl.check(P("wom.new.deeper"), "W")
+    assert err.value.args == ("ACL noc at wom.# grants 'xw', needed:", "n")
 
 
 # --- matching -----------------------------------------------------------------------------
@@ -241,12 +242,19 @@ def test_unrestricted_allows_everything(store: Store):
     assert cur.grants("r") and cur.descends() and cur.child("x").grants("d")
 
 
-def test_meta_tree_is_off_limits_for_restricted_users(store: Store):
+def test_meta_tree_is_off_limits_unless_named_explicitly(store: Store):
     acl = make_acl(store, "all", {"#": MODES, "+": MODES})
     assert acl.allows(("data",), "r")
-    with pytest.raises(ACLError, match="keeps the meta tree off limits"):
-        acl.check((None, "acl", "all"), "r")
+    with pytest.raises(ACLError, match="has no entry for :n.acl.all"):
+        acl.check((None, "acl", "all"), "r")  # wildcards never match None
     assert not acl.allows(("data", None, "x"), "W")
+    # an explicit None element in the ACL opens exactly that part of the meta tree
+    put(store, (None, "acl", "all", None, "type", "#"), "rc")
+    assert acl.allows((None, "type", "int"), "r")
+    assert acl.allows((None, "type", "int", "percent"), "c")  # ('#' with c implies n)
+    assert not acl.allows((None, "type", "int"), "d")
+    assert not acl.allows((None, "acl", "all"), "r")
+    assert not acl.allows((None, "auth", "password", "user", "joe"), "r")
 
 
 def test_sub_root_users(store: Store):
@@ -273,7 +281,14 @@ def test_dump_cursor(store: Store):
     c = b.child("c")
     assert not c.grants("r") and not c.descends()  # a.b lacks x; a.b.c lacks e
     unknown = full.cursor(("a",), "e").child("zz")
-    assert not unknown.grants("r") and unknown.descends()  # no entry: strict r, lenient e
+    assert not unknown.grants("r")  # no entry: strict r
+    assert not unknown.descends()  # and no ACL entry can match anything below it
+    assert full.cursor(("a",), "e").child("b").child("zz").descends() is False
+    deep = make_acl(store, "deep", {"a": "ex", "a.b.c": "r"})
+    b = deep.cursor(("a",), "e").child("b")
+    assert not b.grants("r") and b.descends()  # a.b has no entry, but a.b.c may grant
+    assert b.child("c").grants("r")
+
     assert not full.cursor(("a",), "e").child(None).grants("r")
     with pytest.raises(ACLError):
         acl.cursor(("a", "b", "c"), "e")

@@ -11,8 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from authsrv import auth_server
-from procs import run_cli
+from procs import ServerProc, run_cli
 from upstream import (  # noqa: F401 - fixtures: broker, upstream_venv
     RefVenv,
     UpstreamServer,
@@ -29,8 +28,9 @@ JOE = "password name=joe password=test123"
 
 @pytest.fixture
 def our_port() -> Iterator[int]:
-    with auth_server(init=123) as srv:
-        yield srv.ports[0]
+    """A real ``distkv server`` process of ours."""
+    with ServerProc(["-e", "-I", "123", "test_0"]) as srv:
+        yield srv.port
 
 
 def test_upstream_cli_against_our_server(upstream_venv: RefVenv, our_port: int):
@@ -68,6 +68,19 @@ async def main(port):
 anyio.run(main, int(sys.argv[1]), backend="trio")
 """
 
+UPSTREAM_TEST_LOGIN = """
+import sys, anyio
+from distkv.client import open_client
+from moat.util import P
+
+async def main(port):
+    async with open_client(connect={"host": "127.0.0.1", "port": port,
+                                    "auth": "_test name=std"}) as c:
+        print((await c.get(P(":"))).value)
+
+anyio.run(main, int(sys.argv[1]), backend="trio")
+"""
+
 
 def test_upstream_library_logs_in(upstream_venv: RefVenv, our_port: int):
     assert run_cli(our_port, "client", "auth", "-m", "password", "user", "add", "name=joe",
@@ -76,6 +89,13 @@ def test_upstream_library_logs_in(upstream_venv: RefVenv, our_port: int):
     res = ref_python(upstream_venv, UPSTREAM_LOGIN, str(our_port))
     assert res.returncode == 0, res.stderr
     assert res.stdout.splitlines() == ["123", "yes"]
+    assert run_cli(our_port, "client", "-a", JOE, "auth", "-m", "_test", "user", "add",
+                   "name=std").returncode == 0
+    assert run_cli(our_port, "client", "-a", JOE, "auth", "-m", "_test", "init",
+                   "-s").returncode == 0
+    res = ref_python(upstream_venv, UPSTREAM_TEST_LOGIN, str(our_port))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == ["123"]
 
 
 def test_our_cli_against_the_upstream_server(upstream_venv: RefVenv, broker: Any):

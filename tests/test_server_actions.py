@@ -617,3 +617,20 @@ def test_no_broker_with_fail_policy_refuses_to_start() -> None:
 
     with pytest.raises(ServerConnectionError, match=r"no broker at mqtt://127\.0\.0\.1:\d+"):
         anyio.run(main)
+
+
+def test_watch_sees_a_write_sent_right_behind_it(c: WireClient) -> None:
+    # watch and set_value in one TCP write: the set is read before the watch's
+    # task runs, yet the watch must report it (its listener attaches at dispatch)
+    c.send_raw(
+        packb({"seq": 901, "action": "watch", "path": P("race"), "nchain": 0})
+        + packb({"seq": 902, "action": "set_value", "path": P("race", "x"), "value": 7})
+    )
+    assert c.recv_for(902)["changed"] is True
+    seen = []
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not any("value" in m for m in seen):
+        seen.append(c.recv_for(901, timeout=5))
+    assert seen[0]["state"] == "start"
+    change = next(m for m in seen if "value" in m)
+    assert change["value"] == 7 and change["path"] == ("x",)

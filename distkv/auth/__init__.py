@@ -123,14 +123,14 @@ def parse_auth_args(
 def gen_auth(spec: Any, *, prompt: Callable[[str], str] | None = None) -> BaseClientUser:
     """Login credentials from an auth string, a ``{type: …, …}`` map, or an object
     that already has an ``auth`` method (returned as is)."""
-    if hasattr(spec, "auth") and hasattr(spec, "_auth_method"):
-        return spec
     if isinstance(spec, Mapping):
         params = dict(spec)
         method = params.pop("type", None)
         if not isinstance(method, str):
             raise ClientAuthError("An auth map needs a 'type' (the method)")
         return loader(method, "user").build(params)
+    if hasattr(spec, "auth") and hasattr(spec, "_auth_method"):
+        return spec
     if not isinstance(spec, str) or not spec.split():
         raise ClientAuthError(f"Not an auth specification: {type(spec).__name__}")
     method, *tokens = spec.split()

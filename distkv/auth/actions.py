@@ -4,9 +4,10 @@
 ``set_auth_typ`` and ``test_acl``. :func:`register` adds them to the
 server's command registry. Handlers take the server session (``sess.store``,
 ``sess.root``, ``sess.server``) and keep their per-connection state in
-:func:`session_auth` (a :class:`~distkv.auth.server.SessionAuth`); records
-are written with the data actions' ``write`` (``set_value`` semantics and
-reply).
+``sess.auth`` (a :class:`~distkv.auth.server.SessionAuth`, made by the
+server's :class:`~distkv.auth.server.ServerAuth`); after a login the session
+takes over the user's ACL and converter (``sess.logged_in()``). Records are
+written with the data actions' ``write`` (``set_value`` semantics and reply).
 
 Deviations from 0.65.0, on purpose:
 
@@ -32,31 +33,15 @@ from distkv.util.path import Path
 
 from . import loader
 from .dh import DEFAULT_LENGTH, DiffieHellman
-from .server import LoginContext, ServerAuth, SessionAuth, auth_methods
+from .server import LoginContext, SessionAuth, auth_methods
 
 if TYPE_CHECKING:
     from distkv.server.registry import Registry
     from distkv.server.session import Session, Stream
 
-__all__ = ["MAX_DH_LENGTH", "register", "server_auth", "session_auth"]
+__all__ = ["MAX_DH_LENGTH", "register"]
 
 MAX_DH_LENGTH = 4096  # bounds the work one request can cause
-
-
-def server_auth(server: Any) -> ServerAuth:
-    """The server's :class:`ServerAuth` (``server.auth``; made on first use if missing)."""
-    sa = getattr(server, "auth", None)
-    if not isinstance(sa, ServerAuth):
-        sa = server.auth = ServerAuth(server.store, getattr(server, "types", None))
-    return sa
-
-
-def session_auth(sess: Session) -> SessionAuth:
-    """The connection's :class:`SessionAuth` (``sess.auth``; made on first use if missing)."""
-    st = getattr(sess, "auth", None)
-    if not isinstance(st, SessionAuth):
-        st = sess.auth = server_auth(sess.server).session(sess.root)
-    return st
 
 
 def _write(sess: Session, path: tuple, value: Any, msg: dict) -> dict:
@@ -78,7 +63,7 @@ def _auth_root(sess: Session, st: SessionAuth, msg: dict) -> tuple:
 
 async def diffie_hellman(sess: Session, msg: dict) -> dict:
     """Key exchange (once per connection); reply ``{pubkey}``."""
-    st = session_auth(sess)
+    st = sess.auth
     if st.dh_key is not None:
         raise ClientError("Can't call dh twice")
     pubkey = msg["pubkey"]
@@ -104,7 +89,7 @@ async def diffie_hellman(sess: Session, msg: dict) -> dict:
 
 async def auth(sess: Session, msg: dict, stream: Stream) -> None:
     """Log in (stream with no items); when logged in already, only check the credentials."""
-    st = session_auth(sess)
+    st = sess.auth
     if st.busy:
         raise ClientError("Another login is in progress on this connection")
     st.busy = True
@@ -158,6 +143,7 @@ async def _login(sess: Session, st: SessionAuth, msg: dict) -> None:
     st.acl = acl_for_user(store, upath, base)
     types = srv.types
     st.conv = None if types is None else converter_for_user(types, upath, base)
+    sess.logged_in()
 
 
 # --- managing users --------------------------------------------------------------------
@@ -177,7 +163,7 @@ def _info(sess: Session, apath: tuple, typ: str, kind: str, ident: str, nchain: 
 
 def auth_get(sess: Session, msg: dict) -> dict:
     """A user's public information (``{ident, name?, chain?}``)."""
-    st = session_auth(sess)
+    st = sess.auth
     st.require_auth_read()
     return _info(
         sess, _auth_root(sess, st, msg), msg["typ"], msg.get("kind", "user"), msg["ident"],
@@ -192,7 +178,7 @@ def auth_list(sess: Session, msg: dict) -> dict:
 
 async def auth_list_stream(sess: Session, msg: dict, stream: Stream) -> None:
     """Every record of a method and kind, one per message."""
-    st = session_auth(sess)
+    st = sess.auth
     st.require_auth_read()
     apath = _auth_root(sess, st, msg)
     typ, kind, nchain = msg["typ"], msg.get("kind", "user"), msg.get("nchain", 0)
@@ -223,7 +209,7 @@ def _drop(record: dict, drop: Any) -> dict:
 
 
 async def _auth_set(sess: Session, msg: dict, stream: Stream | None) -> dict:
-    st = session_auth(sess)
+    st = sess.auth
     st.require_auth_write()
     typ, kind = msg["typ"], msg.get("kind", "user")
     cls = loader(typ, kind, make=True, server=True)
@@ -255,7 +241,7 @@ async def auth_set_stream(sess: Session, msg: dict, stream: Stream) -> None:
 
 def set_auth_typ(sess: Session, msg: dict) -> dict:
     """Switch the active method (``typ`` None: auth off) for new connections."""
-    st = session_auth(sess)
+    st = sess.auth
     st.require_auth_write()
     typ = msg.get("typ")
     path = (*sess.root, None, "auth")
@@ -282,7 +268,7 @@ def acl_test(sess: Session, msg: dict) -> dict:
     """``{access}``: what the user's ACL (or the named ``acl``) says about ``path``."""
     from distkv.server.actions.data import data_path
 
-    st = session_auth(sess)
+    st = sess.auth
     path = data_path(sess, msg.get("path", ()))
     mode = msg.get("mode") or "x"
     return {"access": acl_access(sess.store, st.acl, path, mode, msg.get("acl"), st.base)}

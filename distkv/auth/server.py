@@ -182,18 +182,13 @@ class SessionAuth:
 
     @property
     def unrestricted(self) -> bool:
-        """No ACL applies: may use ``None`` paths and the ``*_internal`` actions."""
+        """No ACL applies: may use ``None`` paths and the auth actions."""
         return not self.acl.restricted
 
     def require_login(self, action: str) -> None:
         """Raise :class:`NoAuthError` if ``action`` needs a login that has not happened."""
         if self.need_login and self.user is None:
             raise NoAuthError(f"You need to log in before '{action}'")
-
-    def require_unrestricted(self, action: str) -> None:
-        """For the ``*_internal`` actions: users with an ACL may not use them."""
-        if not self.unrestricted:
-            raise ClientError(f"'{action}' is not allowed for users with an ACL")
 
     def _may(self, flag: str) -> bool:
         if not self.unrestricted:

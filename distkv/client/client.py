@@ -1,8 +1,8 @@
 """The Python client: :func:`open_client` and :class:`Client`.
 
-``open_client(**cfg)`` connects, answers the greeting, logs in if the server
-requires it, starts mirroring the dynamic configuration and yields a
-:class:`Client`. The connection machinery (seq numbers, streams, flow
+``open_client(**cfg)`` connects (over TLS if ``connect.ssl`` says so),
+answers the greeting, logs in with ``connect.auth`` if the server requires
+it, starts mirroring the dynamic configuration and yields a :class:`Client`. The connection machinery (seq numbers, streams, flow
 control) is in :mod:`.connection`; the configuration mirror in
 :mod:`.dynconfig`.
 """
@@ -13,6 +13,7 @@ import logging
 import os
 import secrets
 import socket
+import ssl
 import string
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -92,6 +93,30 @@ def _os_reason(exc: OSError) -> str:
     return str(cause or exc)
 
 
+def _ssl_context(spec: Any) -> ssl.SSLContext | None:
+    """The TLS context for ``connect.ssl``: false (plain TCP), true (verify the server
+    against the system's CAs), or ``{ca: FILE, cert: FILE, key: FILE}`` (``ca``:
+    the CA to verify the server with; ``cert``/``key``: a client certificate)."""
+    if not spec:
+        return None
+    if spec is True:
+        return ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    if not isinstance(spec, dict):
+        raise ServerConnectionError(
+            f"connect.ssl must be true, false or a map with 'ca', 'cert', 'key', not {spec!r}"
+        )
+    unknown = set(spec) - {"ca", "cert", "key"}
+    if unknown:
+        raise ServerConnectionError(f"connect.ssl: unknown keys {sorted(unknown)}")
+    try:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=spec.get("ca"))
+        if spec.get("cert"):
+            ctx.load_cert_chain(spec["cert"], spec.get("key"))
+    except (OSError, ssl.SSLError) as exc:
+        raise ServerConnectionError(f"connect.ssl: {exc.strerror or exc}") from None
+    return ctx
+
+
 async def _single(msg: dict) -> AsyncIterator[dict]:
     yield msg
 
@@ -169,13 +194,17 @@ class Client:
         c = self._cfg.connect
         host, port = c.host, c.port
         timeout = c.get("init_timeout") or 5
-        if c.get("ssl"):
-            raise NotImplementedError("connect.ssl: this client does not do TLS")
+        ssl_context = _ssl_context(c.get("ssl"))
         max_message = int(self._cfg.server.get("max_message") or 16 * 1024 * 1024)
         reader = MessageReader(max_message + _MESSAGE_SLACK)
         try:
             with anyio.fail_after(timeout):
-                stream = await anyio.connect_tcp(host, port)
+                if ssl_context is None:
+                    stream = await anyio.connect_tcp(host, port)
+                else:
+                    stream = await anyio.connect_tcp(
+                        host, port, ssl_context=ssl_context, tls_standard_compatible=False
+                    )
                 try:
                     pending = await self._greet(stream, reader)
                     self._conn = conn = Connection(stream, reader, self.qlen)
@@ -190,6 +219,10 @@ class Client:
         except TimeoutError:
             raise TimeoutError(
                 f"Connecting to {host}:{port} took more than {timeout} seconds"
+            ) from None
+        except ssl.SSLError as exc:
+            raise ServerConnectionError(
+                f"Cannot connect to {host}:{port}: TLS failed: {exc.reason or exc}"
             ) from None
         except OSError as exc:
             raise ServerConnectionError(
@@ -230,9 +263,10 @@ class Client:
     async def _login(self) -> None:
         """Log in if the greeting names an active auth method.
 
-        ``connect.auth`` is either an auth string (parsed by
-        ``distkv.auth.gen_auth``) or an object with an ``_auth_method`` name
-        and an ``async auth(client)`` method that performs the login.
+        ``connect.auth`` is an auth string or a ``{type: METHOD, …}`` map
+        (both parsed by ``distkv.auth.gen_auth``), or an object with an
+        ``_auth_method`` name and an ``async auth(client)`` method that
+        performs the login.
         """
         methods = self.greeting.get("auth")
         if not methods or methods[0] is None:
@@ -241,13 +275,19 @@ class Client:
         auth = self._cfg.connect.get("auth")
         if auth is None:
             raise ClientAuthRequiredError("You need to log in using:", method)
-        if isinstance(auth, str):
-            from distkv.auth import gen_auth  # the auth methods (06 §7)
+        from distkv.auth import gen_auth  # the auth methods (06 §7)
 
-            auth = gen_auth(auth)
+        auth = gen_auth(auth)  # a string, a {type: …} map (config file), or built already
         if auth._auth_method != method:
             raise ClientAuthMethodError(f"You cannot use {auth._auth_method!r} auth", methods)
         await auth.auth(self)
+
+    async def dh_secret(self, length: int = 1024) -> bytes:
+        """The key shared with the server by a Diffie-Hellman exchange (made
+        once per connection; the ``password`` method encrypts with it)."""
+        from distkv.auth.client import dh_secret
+
+        return await dh_secret(self, length)
 
     async def _aclose(self) -> None:
         if self._conn is not None:

@@ -85,8 +85,8 @@ async def cli(
     """Run the DistKV server node NAME.
 
     NAME must be unique within the network. NODES (optional) are peers to
-    fetch the initial state from; this version cannot fetch yet and only
-    warns about them.
+    fetch the initial state from before serving (otherwise a server without
+    data fetches from the first ready peer it hears of).
     """
     from distkv.server import Server
 
@@ -97,12 +97,6 @@ async def cli(
     if incremental and not save:
         raise click.UsageError("'-i' only makes sense with '-s FILE'.")
     value = init_value(init, eval_)
-    if nodes:
-        logger.warning(
-            "Fetching the initial state from %s needs clustering, which this server "
-            "does not support yet; starting without it.",
-            ", ".join(nodes),
-        )
 
     server = Server(
         name,
@@ -113,6 +107,7 @@ async def cli(
         incremental=incremental,
         authoritative=authoritative,
         force=force,
+        nodes=nodes,
     )
     async with anyio.create_task_group() as tg:
         tg.start_soon(_stop_on_signal, tg.cancel_scope)

@@ -43,19 +43,57 @@ class Node:
         if tick is not None and (self.tick is None or self.tick < tick):
             self.tick = tick
 
+    # The next three run for every applied change: they read the RangeSets'
+    # boundary lists (``_b``, see :mod:`.ranges`) directly, which saves a
+    # Python-level call per emptiness test or end-of-run edit.
+
     def mark_present(self, tick: int) -> None:
         """``tick`` is now a link of some entry's chain."""
         self.present.add(tick)
-        if self.superseded:
+        rs = self.superseded
+        if rs._b and rs._b[-1] > tick:  # (nothing to remove above its last run)
+            rs.discard(tick)
+        rs = self.remote_missing
+        if rs._b:
+            rs.discard(tick)
+
+    def advance(self, tick: int, dropped: int | None) -> None:
+        """Our new event ``tick`` is present; our older one, ``dropped``, superseded.
+
+        ``supersede`` + ``mark_present`` in one call: this runs for every local
+        write. The usual case edits the end of one run of each set directly
+        (the oldest present tick moves on, the newest is appended).
+        """
+        if dropped is not None:
+            b = self.present._b
+            if b and b[0] == dropped and b[1] > dropped + 1:
+                b[0] = dropped + 1
+            else:
+                self.present.discard(dropped)
+            if self.deleted._b:
+                self.deleted.discard(dropped)
+            b = self.superseded._b
+            if b and b[-1] == dropped:
+                b[-1] = dropped + 1
+            else:
+                self.superseded.add(dropped)
+        b = self.present._b
+        if b and b[-1] == tick:
+            b[-1] = tick + 1
+        else:
+            self.present.add(tick)
+        b = self.superseded._b
+        if b and b[-1] > tick:  # (nothing to remove above its last run)
             self.superseded.discard(tick)
-        if self.remote_missing:
+        if self.remote_missing._b:
             self.remote_missing.discard(tick)
 
     def supersede(self, tick: int) -> None:
         """``tick`` was dropped from the chain that held it."""
         self.present.discard(tick)
-        if self.deleted:
-            self.deleted.discard(tick)
+        rs = self.deleted
+        if rs._b:
+            rs.discard(tick)
         self.superseded.add(tick)
 
     def drop_unheld(self, tick: int) -> None:

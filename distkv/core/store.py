@@ -181,13 +181,11 @@ class Store:
         entry.tock = tock
         entry.chain = chain
         # Only now is our own older event of this entry gone (15 #7).
-        if dropped is not None:
-            node.supersede(dropped)
+        node.advance(tick, dropped)
         if old is not None and old_value is NotGiven:
             self._untomb(old, entry)
             if value is not NotGiven:
                 self._revive(chain)
-        node.mark_present(tick)
         if value is NotGiven:
             self._entomb(chain, entry)
 

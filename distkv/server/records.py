@@ -1,7 +1,9 @@
 """Entry records and tree walks: what ``get_tree``, ``watch`` and save files send.
 
 * :func:`walk` — pre-order over a subtree, children in creation order, meta
-  (``None``) children skipped unless asked for;
+  (``None``) children skipped unless asked for; :func:`walk_acl` the same for
+  a user with an ACL, carrying each entry's :class:`~distkv.acl.AclCursor`
+  and not descending where the ACL forbids it;
 * :func:`entry_record` — ``{value?, chain?, tock}`` of one entry;
 * :class:`RelShortener` — the ``depth``/``path`` shortening of 04 §5 for
   paths relative to the requested path.
@@ -15,7 +17,7 @@ from typing import Any
 from distkv.util import NotGiven
 from distkv.util.path import Path
 
-__all__ = ["walk", "entry_record", "RelShortener"]
+__all__ = ["walk", "walk_acl", "entry_record", "RelShortener"]
 
 
 def walk(
@@ -49,6 +51,44 @@ def walk(
             items = [(c, (*rel, name)) for name, c in children.items()]
         else:
             items = [(c, (*rel, name)) for name, c in children.items() if name is not None]
+        items.reverse()
+        extend(items)
+
+
+def walk_acl(
+    entry: Any,
+    cursor: Any,
+    *,
+    max_depth: int = -1,
+    meta_top: bool = False,
+    through: str = "",
+) -> Iterator[tuple[Any, tuple, Any]]:
+    """Like :func:`walk`, yielding ``(entry, relative path, ACL cursor)``.
+
+    Children are visited only if the cursor :meth:`~distkv.acl.AclCursor.descends`
+    and (leniently) passes every letter of ``through``. What the user may do
+    with each entry is for the caller to ask its cursor.
+    """
+    stack: list[tuple[Any, tuple, Any]] = [(entry, (), cursor)]
+    pop = stack.pop
+    extend = stack.extend
+    while stack:
+        e, rel, cur = pop()
+        yield e, rel, cur
+        children = e.children
+        if not children:
+            continue
+        d = len(rel)
+        if 0 <= max_depth <= d or not cur.descends():
+            continue
+        if through and not all(cur.passes(x) for x in through):
+            continue
+        top = meta_top and d == 0
+        items = [
+            (c, (*rel, name), cur.child(name))
+            for name, c in children.items()
+            if name is not None or top
+        ]
         items.reverse()
         extend(items)
 

@@ -19,13 +19,21 @@ Handlers:
 
 A result that is a map is sent as the reply's fields, ``None`` as an empty
 map, anything else as ``{result: value}``.
+
+Access: ``before_login`` actions may run before a required login;
+``privileged`` ones are refused to users with an ACL because they bypass
+ACLs (applying raw updates, the backend pass-through that carries
+replication traffic, files on the server's host, node bookkeeping). Actions
+registered without saying are privileged if their name is in
+:data:`PRIVILEGED`. The ACL letters that data actions check are listed in
+:mod:`distkv.server.actions.data` and :mod:`.tree`.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from distkv.exceptions import ClientError
@@ -40,6 +48,7 @@ __all__ = [
     "OPT_PATH",
     "OPT_STR",
     "PATH",
+    "PRIVILEGED",
     "REGISTRY",
     "STR",
     "TOPIC",
@@ -148,12 +157,23 @@ class Command:
     required: frozenset[str]
     is_async: bool
     when: Callable[[dict], Any] | None = None
+    privileged: bool = False
+    #: runs inline, before the handler's task starts and before the next
+    #: request of the connection is read (a watch attaches its listener here)
+    prepare: Callable[[Any, dict], None] | None = None
+    _accept: tuple[tuple[str, frozenset[type]], ...] = field(init=False, repr=False)
 
     def validate(self, msg: dict) -> None:
         """Check and normalise the request's fields in place; raise ClientError."""
         for name in self.required:
             if name not in msg:
                 raise ClientError(f"{self.name}: the field {name!r} is required")
+        for name, ok in self._accept:
+            if name in msg and msg[name].__class__ not in ok:
+                self._normalise(msg)  # (rare: something to convert or to refuse)
+                return
+
+    def _normalise(self, msg: dict) -> None:
         fields = self.fields
         gone = None
         for name, v in msg.items():
@@ -175,6 +195,11 @@ class Command:
             for name in gone:
                 del msg[name]
 
+    def __post_init__(self) -> None:
+        # (field name, the classes taken as they are) of the typed fields: a valid
+        # request costs one lookup per typed field (ANY and unknown ones are not checked)
+        self._accept = tuple((n, t.accept) for n, t in self.fields.items() if t is not ANY)
+
 
 class Registry:
     """Action name -> :class:`Command` (single-reply and stream handlers apart)."""
@@ -182,6 +207,8 @@ class Registry:
     def __init__(self) -> None:
         self.single: dict[str, Command] = {}
         self.streams: dict[str, Command] = {}
+        #: Names with only a single-reply handler (the dispatcher's one-lookup path).
+        self.plain: dict[str, Command] = {}
 
     def register(
         self,
@@ -194,6 +221,8 @@ class Registry:
         required: Iterable[str] = (),
         aliases: Iterable[str] = (),
         when: Callable[[dict], Any] | None = None,
+        privileged: bool | None = None,
+        prepare: Callable[[Any, dict], None] | None = None,
     ) -> Command:
         fields = dict(fields or {})
         required = frozenset(required)
@@ -208,8 +237,16 @@ class Registry:
         for n in (name, *aliases):
             if n in table:
                 raise ValueError(f"action {n!r} is registered twice")
-            cmd = Command(n, handler, stream, before_login, fields, required, is_async, when)
+            priv = n in PRIVILEGED if privileged is None else privileged
+            cmd = Command(
+                n, handler, stream, before_login, fields, required, is_async, when, priv,
+                prepare,
+            )
             table[n] = cmd
+            if stream:
+                self.plain.pop(n, None)
+            elif n not in self.streams:
+                self.plain[n] = cmd
         assert cmd is not None
         return cmd
 
@@ -234,6 +271,12 @@ class Registry:
         return sorted(self.single.keys() | self.streams.keys())
 
 
+PRIVILEGED = frozenset({
+    "update", "kill_node", "check_deleted", "fake_info", "fake_info_send",
+    "msg_send", "msg_monitor", "save", "log",
+})
+"""Actions refused to users with an ACL unless registered otherwise."""
+
 REGISTRY = Registry()
 
 
@@ -246,6 +289,8 @@ def action(
     required: Iterable[str] = (),
     aliases: Iterable[str] = (),
     when: Callable[[dict], Any] | None = None,
+    privileged: bool | None = None,
+    prepare: Callable[[Any, dict], None] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: register ``handler`` in :data:`REGISTRY`."""
 
@@ -259,6 +304,8 @@ def action(
             required=required,
             aliases=aliases,
             when=when,
+            privileged=privileged,
+            prepare=prepare,
         )
         return handler
 

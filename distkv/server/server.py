@@ -1,24 +1,31 @@
-"""The server: owns the store, the listeners, change logs and the backend.
+"""The server: owns the store, the listeners, change logs, the backend and replication.
 
 Startup (:meth:`Server.serve`):
 
-1. ``-I`` (``init``): the root entry gets that value as this node's first
+1. The backend is chosen (:func:`~distkv.server.backend.connect_backend`):
+   a broker or agent (kept connected in the background), the in-memory bus,
+   or — without a reachable broker — standalone, or no start at all if
+   ``server.no_broker`` is ``fail``. With a medium, a
+   :class:`~distkv.server.replication.Replicator` joins the network.
+2. ``-I`` (``init``): the root entry gets that value as this node's first
    event (tick 1). ``-l`` (``load``): the file is applied (10 §5); the node's
    own tick comes back from it, so a restart never reuses ticks.
-2. The backend is chosen (:func:`~distkv.server.backend.connect_backend`):
-   without a reachable broker the server runs standalone, or refuses to
-   start if ``server.no_broker`` is ``fail``.
-3. A server that still has no tick of its own (no data, no ``-I``/``-l``)
-   would normally fetch the tree from a peer. Standalone there is no peer,
-   so it starts a new, empty network instead: empty tree, tick 0, and says
-   so in the log.
+3. Replication starts (subscriptions, actors). A server that has no tick of
+   its own yet (no data, no ``-I``/``-l``) fetches the state from a peer —
+   one named in ``nodes`` (``distkv server NAME NODES…``) or the first ready
+   peer it hears of — and waits until no tick is missing (unless ``force``);
+   only then does it serve (05 §6.2). A server with data that was given
+   ``nodes`` fetches from them too, before serving. Standalone there is no
+   peer to hear of: a server without data starts a new, empty network (and
+   says so in the log), unless ``nodes`` answer over the client protocol.
 4. ``-s`` (``save``) starts a change log; then every ``server.bind`` entry
    (merged over ``server.bind_default``) gets a listener on its own host and
    port, with TLS if its ``ssl`` is a ``{cert, key}`` map.
 5. ``task_status.started(server)``; systemd gets ``READY=1`` (and watchdog
    keep-alives) if it asked for them.
 
-Cancelling :meth:`serve` closes the listeners and flushes and closes the logs.
+Cancelling :meth:`serve` closes the listeners, flushes and closes the logs
+and leaves the backend (what was already published still goes out).
 """
 
 from __future__ import annotations
@@ -26,13 +33,14 @@ from __future__ import annotations
 import gc
 import logging
 import ssl
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
 from typing import Any
 
 import anyio
 from anyio.abc import ByteStream, Listener, SocketAttribute, TaskStatus
 from anyio.streams.tls import TLSListener
 
-from distkv.codec import packb
 from distkv.core import Store
 from distkv.exceptions import ServerError
 from distkv.util import NotGiven, attrdict, combine_dict
@@ -41,6 +49,9 @@ from distkv.util.path import P, Path
 from . import actions, systemd  # noqa: F401  (importing actions registers them)
 from .backend import Backend, StandaloneBackend, connect_backend
 from .persist import ChangeLog, load_file, snapshot_chunks
+from .replication import Replicator
+from .replication.sync import fetch_state
+from .security import close_security, install_security
 from .session import Session
 
 __all__ = ["Server"]
@@ -55,9 +66,9 @@ class Server:
     returns it); ``init`` the root value of a new network (NotGiven: none);
     ``load`` a file to load first; ``save`` a change log to start
     (``incremental``: without the initial full state); ``authoritative``: the
-    loaded data is complete; ``force``: serve even if ticks are missing (a
-    standalone server always serves, so this matters only once servers sync
-    from peers).
+    loaded (or fetched) data is complete; ``force``: serve even if ticks are
+    missing after fetching the state from a peer; ``nodes``: peers to fetch
+    the state from before serving.
     """
 
     def __init__(
@@ -71,6 +82,7 @@ class Server:
         incremental: bool = False,
         authoritative: bool = False,
         force: bool = False,
+        nodes: Sequence[str] = (),
     ):
         self.name = name
         self.cfg = cfg if isinstance(cfg, attrdict) else attrdict(cfg)
@@ -79,6 +91,7 @@ class Server:
         self.store = Store(name)
         self.ports: list[int] = []
         self.backend: Backend = StandaloneBackend()
+        self.replication: Replicator | None = None
         self.changelogs: list[ChangeLog] = []
         self._init = init
         self._load = load
@@ -86,8 +99,11 @@ class Server:
         self._incremental = incremental
         self._authoritative = authoritative
         self._force = force
+        self._nodes = list(nodes)
+        self._had_data = False
         self._tg: anyio.abc.TaskGroup | None = None
-        self._topic_root = _as_path(self.cfg.server.get("root", (":distkv",)))
+        #: The backend topic prefix ``server.root`` (05 §2).
+        self.topic_root = _as_path(self.cfg.server.get("root", (":distkv",)))
 
     def __repr__(self) -> str:
         return f"<Server {self.name} ports={self.ports}>"
@@ -119,12 +135,8 @@ class Server:
 
     async def publish_info(self, msg: dict) -> None:
         """Broadcast an ``info`` map to the other servers (nobody, when standalone)."""
-        if self.backend.standalone:
-            return
-        msg.setdefault("node", self.name)
-        msg.setdefault("tick", self.node_tick)
-        msg.setdefault("tock", self.next_tock())
-        await self.backend.publish((*self._topic_root, "info"), packb(msg))
+        if self.replication is not None:
+            await self.replication.publish_info(msg)
 
     # --- persistence ---------------------------------------------------------------------
 
@@ -182,7 +194,11 @@ class Server:
         if self._init is not NotGiven:
             store.local_change(store.root, self._init)
         if self._load is not None:
-            res = load_file(store, self._load, authoritative=self._authoritative)
+            if self.replication is not None:
+                with self.replication.applying():  # old events: not broadcast
+                    res = load_file(store, self._load, authoritative=self._authoritative)
+            else:
+                res = load_file(store, self._load, authoritative=self._authoritative)
             logger.info("Loaded %s: %r", self._load, res)
             # The loaded tree lives long: keep the cyclic GC from walking it again
             # and again (it has no garbage cycles to find there).
@@ -194,12 +210,33 @@ class Server:
                     ", ".join(f"{n}: {r!r}" for n, r in missing.items()),
                 )
 
-    def _become_ready(self) -> None:
-        node = self.store.node
-        if node.tick is None:
+    async def _get_ready(self) -> None:
+        """Fetch data from peers as needed (module docstring, step 3)."""
+        repl = self.replication
+        store = self.store
+        if repl is not None:
+            if not self._had_data:
+                await repl.join(self._nodes, authoritative=self._authoritative, force=self._force)
+            elif self._nodes:
+                await repl.fetch_from(self._nodes)
+            repl.become_ready()
+            return
+        fetched = False
+        for node in self._nodes:
+            try:
+                await fetch_state(store, self.cfg, node, apply=store.apply_update)
+            except Exception as exc:
+                logger.warning("Cannot fetch the state from %s: %s", node, exc)
+            else:
+                fetched = True
+                break
+        if fetched or self._had_data:
+            if store.node.tick is None:
+                store.node.tick = 0
+        else:
             # No data and (standalone) no peer to fetch it from: this is the
             # first node of a new network.
-            node.tick = 0
+            store.node.tick = 0
             logger.warning("%s has no data: started a new, empty network", self.name)
 
     def _bind_specs(self) -> list[dict]:
@@ -251,26 +288,36 @@ class Server:
 
     async def serve(self, task_status: TaskStatus[Server] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run the server until cancelled (see the module docstring)."""
-        self._load_data()
-        self.backend = await connect_backend(self.cfg.server)
-        self._become_ready()
+        backend = await connect_backend(self.cfg.server, self.name)
         try:
-            async with anyio.create_task_group() as tg:
-                self._tg = tg
-                if self._save:
-                    await self.start_log(self._save, fetch=not self._incremental)
-                for listener in await self._listeners():
-                    tg.start_soon(listener.serve, self._handle)
-                task_status.started(self)
-                systemd.notify("READY=1")
-                interval = systemd.watchdog_interval()
-                if interval:
-                    tg.start_soon(systemd.run_watchdog, interval)
+            async with AsyncExitStack() as stack:
+                if hasattr(backend, "__aenter__"):
+                    await stack.enter_async_context(backend)  # type: ignore[arg-type]
+                self.backend = backend
+                if getattr(self, "auth", None) is None:
+                    install_security(self)  # before loading: loaded types must be noticed
+                    stack.callback(close_security, self)
+                if not backend.standalone:
+                    self.replication = Replicator(self, backend)
+                self._load_data()
+                self._had_data = self.store.node.tick is not None
+                async with anyio.create_task_group() as tg:
+                    self._tg = tg
+                    if self.replication is not None:
+                        await tg.start(self.replication.run)
+                    await self._get_ready()
+                    if self._save:
+                        await self.start_log(self._save, fetch=not self._incremental)
+                    for listener in await self._listeners():
+                        tg.start_soon(listener.serve, self._handle)
+                    task_status.started(self)
+                    systemd.notify("READY=1")
+                    interval = systemd.watchdog_interval()
+                    if interval:
+                        tg.start_soon(systemd.run_watchdog, interval)
         finally:
             self._tg = None
             self.stop_log()
-            with anyio.CancelScope(shield=True):
-                await self.backend.aclose()
 
 
 def _as_path(value: Any) -> Path:

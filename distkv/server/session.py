@@ -23,6 +23,16 @@ acknowledged write is in the log before its reply leaves.
 Errors: a failing request gets ``{error: repr(exc), seq, tock}`` (inside a
 stream: the error, then ``end``); unknown or missing actions and bad fields
 get the same with the request's ``seq`` and the connection stays open.
+
+Security (:mod:`.security` sets up the server side): the greeting names the
+active auth method; until the client has logged in, only actions registered
+``before_login`` are served — anything else gets ``NoAuthError('You need to
+log in before …')`` with its ``seq``, and the connection stays open
+(upstream dropped it). After a login, :attr:`Session.acl` is the user's ACL
+and :attr:`Session.conv` their converter, both ``None`` for unrestricted
+users without conversion: the handlers' fast path is one attribute test.
+Users with an ACL may not use the ``privileged`` actions (those that bypass
+ACLs: ``update``, the backend pass-through, server files, node bookkeeping).
 Malformed msgpack, a non-map message or one larger than
 ``server.max_message`` gets a best-effort ``{error: …}`` without ``seq`` and
 ends this connection only.
@@ -38,8 +48,9 @@ import msgpack
 from anyio.abc import ByteStream
 
 from distkv import __version__
+from distkv.auth.server import auth_methods
 from distkv.codec import make_unpacker, packb, packer
-from distkv.exceptions import CancelledError, ClientError
+from distkv.exceptions import CancelledError, ClientError, NoAuthError
 from distkv.protocol import ProtocolError, RecvWindow, SendWindow
 from distkv.protocol.flow import check_window
 from distkv.util import attrdict
@@ -48,6 +59,10 @@ from distkv.util.path import Path
 from .registry import REGISTRY, Command
 
 if TYPE_CHECKING:
+    from distkv.acl import UserACL
+    from distkv.auth.server import SessionAuth
+    from distkv.types import Converter
+
     from .server import Server
 
 __all__ = ["Session", "Stream", "VERSION", "OUT_HIGH"]
@@ -56,6 +71,7 @@ logger = logging.getLogger(__name__)
 
 VERSION = tuple(int(x) for x in __version__.split(".")[:3])
 OUT_HIGH = 256 * 1024
+_PLAIN = REGISTRY.plain
 RECV_SIZE = 256 * 1024
 INBOX_LEN = 100
 CLOSE_TIMEOUT = 2.0
@@ -176,14 +192,22 @@ class _Reader:
         out = []
         last = up.tell()
         try:
-            for msg in up:
-                pos = up.tell()
-                if pos - last > limit:
-                    raise ProtocolError(f"message larger than {limit} bytes")
-                last = pos
-                if msg.__class__ is not attrdict and not isinstance(msg, dict):
-                    raise ProtocolError(f"expected a map, got {type(msg).__name__}")
-                out.append(msg)
+            if self._fed - last <= limit:
+                # all unread bytes fit the limit: no message in them can exceed it
+                for msg in up:
+                    if msg.__class__ is not attrdict and not isinstance(msg, dict):
+                        raise ProtocolError(f"expected a map, got {type(msg).__name__}")
+                    out.append(msg)
+                last = up.tell()
+            else:
+                for msg in up:
+                    pos = up.tell()
+                    if pos - last > limit:
+                        raise ProtocolError(f"message larger than {limit} bytes")
+                    last = pos
+                    if msg.__class__ is not attrdict and not isinstance(msg, dict):
+                        raise ProtocolError(f"expected a map, got {type(msg).__name__}")
+                    out.append(msg)
         except ProtocolError:
             raise
         except (ValueError, TypeError, msgpack.UnpackException) as exc:
@@ -210,7 +234,14 @@ class Session:
         self.store = server.store
         self.peer = peer
         self.root: Path = Path()  # the connection's root ("chroot")
-        self.user: Any = None
+        #: Login state (user, DH key, …); replaced when the greeting is sent.
+        self.auth: SessionAuth = server.auth.session(self.root)
+        #: The user's ACL, or None if no ACL restricts this connection.
+        self.acl: UserACL | None = None
+        #: The user's converter, or None.
+        self.conv: Converter | None = None
+        #: A login is required and has not happened yet.
+        self.locked = False
         self.window = 0  # negotiated qlen; 0 = no flow control
         self.out_size = 0
         self._stream = stream
@@ -338,10 +369,19 @@ class Session:
             "tock": srv.next_tock(),
             "qlen": check_window(self._buffer),
         }
-        auth = srv.auth_methods()
+        auth = auth_methods(self.store, self.root)
         if auth is not None:
             msg["auth"] = auth
+        self.auth = srv.auth.session(self.root)
+        self.locked = self.auth.need_login
         return msg
+
+    def logged_in(self) -> None:
+        """A login changed the user: take over their ACL and converter."""
+        st = self.auth
+        self.acl = st.acl if st.acl.restricted else None
+        self.conv = st.conv
+        self.locked = st.need_login and st.user is None
 
     async def run(self) -> None:
         """Serve this connection until the client goes away."""
@@ -418,22 +458,30 @@ class Session:
             elif state not in ("ack", "end"):  # late traffic for a finished stream is ignored
                 self.reply_error(seq, ClientError("The request has no 'action'"))
             return
-        cmd = REGISTRY.lookup(action, msg)
+        cmd = _PLAIN.get(action) if action.__class__ is str else None
+        if cmd is None:
+            cmd = REGISTRY.lookup(action, msg)
         if cmd is None:
             self.reply_error(seq, ClientError(f"Unknown action: {action!r}"))
+            return
+        if self.locked and not cmd.before_login:
+            self._refuse(cmd, seq, NoAuthError(f"You need to log in before '{action}'"))
+            return
+        if self.acl is not None and cmd.privileged:
+            self._refuse(cmd, seq, ClientError(f"'{action}' is not allowed for users with an ACL"))
             return
         try:
             cmd.validate(msg)
         except ClientError as exc:
-            if cmd.stream:  # a stream request gets its error inside a stream
-                stream = Stream(self, seq, self.window, False)
-                stream.send_nowait({"state": "start"})
-                stream.send_nowait({"error": repr(exc)})
-                stream.send_nowait({"state": "end"})
-            else:
-                self.reply_error(seq, exc)
+            self._refuse(cmd, seq, exc)
             return
         if cmd.stream or cmd.is_async:
+            if cmd.prepare is not None:
+                try:
+                    cmd.prepare(self, msg)
+                except Exception as exc:
+                    self._refuse(cmd, seq, exc)
+                    return
             self._spawn(cmd, msg, seq, state == "start")
             return
         try:
@@ -442,7 +490,29 @@ class Session:
             logger.debug("%s: %s failed", self.peer, action, exc_info=True)
             self.reply_error(seq, exc)
         else:
-            self.reply(seq, res)
+            if res.__class__ is dict and "tock" in res:  # what data handlers return
+                res["seq"] = seq
+                try:
+                    data = self._pack(res)
+                except (TypeError, ValueError, OverflowError):
+                    self.queue(res)  # (sends the packing error)
+                    return
+                self._out.append(data)  # (what queue() does, inline)
+                self.out_size += len(data)
+                if not self._batch:
+                    self._kick()
+            else:
+                self.reply(seq, res)
+
+    def _refuse(self, cmd: Command, seq: int, exc: Exception) -> None:
+        """Answer a request that is not run; a stream request gets its error inside a stream."""
+        if cmd.stream:
+            stream = Stream(self, seq, self.window, False)
+            stream.send_nowait({"state": "start"})
+            stream.send_nowait({"error": repr(exc)})
+            stream.send_nowait({"state": "end"})
+        else:
+            self.reply_error(seq, exc)
 
     def _hello(self, msg: dict) -> None:
         qlen = msg.get("qlen")

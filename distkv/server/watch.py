@@ -17,6 +17,12 @@ followed by ``end``. The connection and every other client carry on.
 :func:`run_watch` is the stream handler's body: an optional initial dump
 (``fetch``) of entries older than the watch, ``{state: uptodate}``, then the
 changes, each serialized like a ``get_tree`` record.
+
+For a user with an ACL the watched path needs ``x``; the dump follows
+``get_tree``'s rules, and a change is reported only if the ACL grants ``r``
+at the changed entry and a dump would have descended to it — a watch never
+shows an entry (not even its deletion) that the user may not read. Values
+sent to a user with a converter are encoded.
 """
 
 from __future__ import annotations
@@ -26,9 +32,10 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from distkv.acl import UNRESTRICTED
 from distkv.util import NotGiven
 
-from .records import RelShortener, entry_record, walk
+from .records import RelShortener, entry_record, walk, walk_acl
 
 if TYPE_CHECKING:
     from .session import Session, Stream
@@ -125,6 +132,29 @@ def _change_record(event: Any, nchain: int) -> dict:
     return res
 
 
+#: where :func:`prepare_watch` leaves its result in the request map (not a
+#: string, so no client can send it)
+PREPARED = object()
+
+
+def prepare_watch(session: Session, path: tuple, *, min_depth: int = 0,
+                  max_depth: int = -1) -> tuple[Watcher, int]:
+    """Attach a watcher at ``path`` right away (synchronously).
+
+    Called while the request is dispatched, so a change made by the very next
+    request on the same connection is already seen.
+    """
+    server = session.server
+    entry = server.store.follow(path, create=True)
+    watcher = Watcher(
+        entry, min_depth=min_depth, max_depth=max_depth,
+        limit=int(server.cfg.server.get("watch_queue", 1000)),
+    )
+    start_tock = server.next_tock()
+    watcher.attach()
+    return watcher, start_tock
+
+
 async def run_watch(
     session: Session,
     stream: Stream,
@@ -136,19 +166,24 @@ async def run_watch(
     min_depth: int = 0,
     max_depth: int = -1,
     empty: bool = False,
+    prepared: tuple[Watcher, int] | None = None,
 ) -> None:
     """Serve one watch on the (absolute) ``path`` until cancelled or overflowed.
 
     ``top`` tells whether ``path`` is the client's root (path shortening).
     """
     server = session.server
-    entry = server.store.follow(path, create=True)
-    watcher = Watcher(
-        entry, min_depth=min_depth, max_depth=max_depth,
-        limit=int(server.cfg.server.get("watch_queue", 1000)),
-    )
-    start_tock = server.next_tock()
-    watcher.attach()
+    acl = session.acl
+    conv = session.conv
+    if prepared is None:
+        prepared = prepare_watch(session, path, min_depth=min_depth, max_depth=max_depth)
+    watcher, start_tock = prepared
+    entry = watcher.entry
+    try:
+        cursor = None if acl is None else acl.cursor(path, "x")
+    except BaseException:
+        watcher.detach()
+        raise
     short = RelShortener(top)
     send = stream.send
     queue = watcher.queue
@@ -158,15 +193,33 @@ async def run_watch(
             async def send_changes() -> None:
                 while queue:
                     rel, event = queue.popleft()
-                    await send(short(_change_record(event, nchain), rel))
+                    if cursor is not None:
+                        cur = cursor.at(rel)
+                        if cur is None or not cur.grants("r"):
+                            continue
+                    rec = _change_record(event, nchain)
+                    if conv is not None and "value" in rec:
+                        rec["value"] = conv.encode((*path, *rel), rec["value"], event.entry)
+                    await send(short(rec, rel))
 
             if fetch:
-                for e, rel in walk(entry, max_depth=max_depth):
+                if cursor is None and conv is None:
+                    found = ((e, rel, None) for e, rel in walk(entry, max_depth=max_depth))
+                else:
+                    found = walk_acl(
+                        entry, cursor or UNRESTRICTED.cursor(path, "x"), max_depth=max_depth
+                    )
+                for e, rel, cur in found:
                     if len(rel) < min_depth or e.tock >= start_tock:
                         continue
                     if e.value is NotGiven and not empty:
                         continue
-                    await send(short(entry_record(e, nchain), rel))
+                    if cur is not None and not cur.grants("r"):
+                        continue
+                    rec = entry_record(e, nchain)
+                    if conv is not None and "value" in rec:
+                        rec["value"] = conv.encode((*path, *rel), rec["value"], e)
+                    await send(short(rec, rel))
                     if queue:
                         await send_changes()
                 await send({"state": "uptodate"})

@@ -258,14 +258,27 @@ async def set_(
         raise click.UsageError("Nothing to set: use -v, -e or -p.")
     if new and last:
         raise click.UsageError("'--new' and '--last' are mutually exclusive.")
+    from distkv.exceptions import ACLError
+
     client = await obj.connect()
-    res = await client.get(obj.path, nchain=obj.meta or 2)
+    readable = True
+    try:
+        res = await client.get(obj.path, nchain=obj.meta or 2)
+    except ACLError:
+        # A write-only user may replace the whole value without reading it
+        # first (the tutorial's "wom" example); a partial update needs a read.
+        whole = all(name == ":" for name, _ in (*vars_, *eval_, *path_))
+        if not whole:
+            raise
+        readable, res = False, {}
     old = res.get("value", NotGiven)
     value = build_value(old, vars_, eval_, path_)
     if new:
         chain = None
     elif last:
         chain = _chain(last)
+    elif not readable:
+        chain = NotGiven
     else:
         chain = res.get("chain") if old is not NotGiven else None
     if value is NotGiven:

@@ -2,9 +2,10 @@
 
 ``msg_send``/``msg_monitor`` hand messages to the server's broadcast backend
 unchanged. A topic whose first element starts with ``:`` is prefixed with the
-top-level config key ``root`` (a path) when that key is set, as upstream
-does; without it the topic is used as is (upstream failed instead, 15 #8). A
-standalone server has no backend: both actions fail with
+top-level config key ``root`` (a path), as upstream does; when that key is
+absent (upstream failed then, 15 #8) the server's topic root ``server.root``
+is used instead, so such topics stay apart from other networks on the same
+broker. A standalone server has no backend: both actions fail with
 ``NoBackendError('no backend: …')``.
 """
 
@@ -38,8 +39,11 @@ def backend_topic(server: Server, topic: Any, *, parse: bool) -> tuple:
     first = topic[0]
     if isinstance(first, str) and first.startswith(":"):
         root = server.cfg.get("root")
-        if root is not None:
-            topic = (P(root) if isinstance(root, str) else Path.build(root)) + tuple(topic)
+        if root is None:
+            prefix = server.topic_root
+        else:
+            prefix = P(root) if isinstance(root, str) else Path.build(root)
+        topic = prefix + tuple(topic)
     return tuple(topic)
 
 

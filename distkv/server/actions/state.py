@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from distkv.core import RangeSet, chain_from_wire
+from distkv.core import Conflict, RangeSet, chain_from_wire
 from distkv.exceptions import ClientError
 from distkv.util import NotGiven
+from distkv.util.path import Path
 
 from ..registry import ANY, BOOL, INT, MAP, PATH, STR, action
 
@@ -24,12 +25,32 @@ _STATE_FLAGS = (
 )
 
 
-@action("get_state", fields=dict.fromkeys(_STATE_FLAGS, BOOL))
+@action("get_state", fields=dict.fromkeys((*_STATE_FLAGS, "conflicts", "backend"), BOOL))
 def get_state(sess: Session, msg: dict) -> dict:
-    """Node ticks and tick sets, as requested by the flags (04 §6.14)."""
+    """Node ticks and tick sets, as requested by the flags (04 §6.14).
+
+    Two flags are ours: ``conflicts`` adds the conflict log, a list of
+    ``{path, winner: {node, tick}, loser: {node, tick}, winner_tock,
+    loser_tock}`` (oldest losing change first; the same on every server once
+    they have exchanged their records), and ``backend`` adds the broadcast
+    medium's state (``{backend, address, state, connects, …}``).
+    """
     flags = {k: True for k in _STATE_FLAGS if msg.get(k)}
     flags.pop("debugger", None)  # never start a debugger on request
-    return sess.store.get_state(**flags)
+    res = sess.store.get_state(**flags)
+    if msg.get("conflicts"):
+        res["conflicts"] = [_conflict(c) for c in sess.store.conflicts]
+    if msg.get("backend"):
+        backend = sess.server.backend
+        status = getattr(backend, "status", None)
+        res["backend"] = status() if status is not None else {"backend": backend.name}
+    return res
+
+
+def _conflict(c: Conflict) -> dict:
+    rec = c.to_wire()
+    rec["path"] = Path.build(rec["path"])
+    return rec
 
 
 @action("get_tock")

@@ -45,6 +45,10 @@ class Backend(ABC):
     ) -> AbstractAsyncContextManager[AsyncIterator[tuple[tuple[str, ...], bytes]]]:
         """Receive everything published on ``topic`` while the context is open."""
 
+    def publish_nowait(self, topic: Topic, payload: bytes) -> bool:
+        """Publish without waiting if the medium can take it now; False: use :meth:`publish`."""
+        return False
+
     async def aclose(self) -> None:  # noqa: B027  (most media have nothing to release)
         """Release the medium."""
 

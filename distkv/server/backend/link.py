@@ -11,7 +11,8 @@ silently ended replication):
   exponential back-off (``retry_min`` … ``retry_max`` seconds).
 * After every (re)connection it subscribes all live subscriptions again
   before anything else is sent; subscribers' iterators simply go on.
-* ``publish`` never blocks on a dead broker. While disconnected, messages go
+* ``publish`` never blocks on a dead broker (``publish_nowait`` never
+  blocks at all: it says when it would have to). While disconnected, messages go
   to a queue of ``queue_len`` messages that is sent, in order, after the next
   connection is up; when it is full the *oldest* queued message is dropped
   (newer updates supersede older ones) and counted in :attr:`lost`.
@@ -428,11 +429,21 @@ class LinkBackend(Backend):
 
     async def publish(self, topic: Topic, payload: bytes) -> None:
         """Send ``payload`` on ``topic`` (see the module docstring for the policy)."""
-        wire = self.wire_topic(make_topic(topic))
         link = self._link
         if link is not None and link.backlog > HIGH_WATER:
             await link.drained()
-            link = self._link
+        self._send_or_queue(self.wire_topic(make_topic(topic)), payload)
+
+    def publish_nowait(self, topic: Topic, payload: bytes) -> bool:
+        """:meth:`publish` if that needs no waiting now; False if the caller must await it."""
+        link = self._link
+        if link is not None and link.backlog > HIGH_WATER:
+            return False
+        self._send_or_queue(self.wire_topic(make_topic(topic)), payload)
+        return True
+
+    def _send_or_queue(self, wire: str, payload: bytes) -> None:
+        link = self._link
         if link is not None:
             try:
                 link.send(wire, payload)

@@ -211,6 +211,13 @@ class MemoryBackend(Backend):
                 for sub, msg in late:
                     await sub.put_slow(msg)
 
+    def publish_nowait(self, topic: Topic, payload: bytes) -> bool:
+        """Deliver at once; subscribers without room lose the message (counted)."""
+        if not self._closed:
+            for sub, _ in self.bus._publish(self.node, make_topic(topic), payload) or ():
+                sub.dropped += 1
+        return True
+
     @asynccontextmanager
     async def subscribe(self, topic: Topic) -> AsyncIterator[AsyncIterator[Message]]:
         pattern = make_topic(topic)

@@ -292,13 +292,21 @@ class SerfBackend(LinkBackend):
     async def publish(self, topic: Topic, payload: bytes) -> None:
         """Send a user event; refuses one that the agent would refuse for its size."""
         topic = make_topic(topic)
+        self._check_size(topic, payload)
+        await super().publish(topic, payload)
+
+    def publish_nowait(self, topic: Topic, payload: bytes) -> bool:
+        topic = make_topic(topic)
+        self._check_size(topic, payload)
+        return super().publish_nowait(topic, payload)
+
+    def _check_size(self, topic: tuple[str, ...], payload: bytes) -> None:
         size = sum(len(x.encode()) for x in topic) + len(topic) - 1 + len(payload)
         if size > self.max_event - EVENT_OVERHEAD:
             raise BackendError(
                 f"serf user event too big: {size} bytes (name + payload), "
                 f"at most {self.max_event - EVENT_OVERHEAD} fit"
             )
-        await super().publish(topic, payload)
 
     async def _connect(self) -> SerfLink:
         stream = await anyio.connect_tcp(self.host, self.port)
