@@ -2,9 +2,9 @@
 
 ``open_client(**cfg)`` connects (over TLS if ``connect.ssl`` says so),
 answers the greeting, logs in with ``connect.auth`` if the server requires
-it, starts mirroring the dynamic configuration and yields a :class:`Client`. The connection machinery (seq numbers, streams, flow
-control) is in :mod:`.connection`; the configuration mirror in
-:mod:`.dynconfig`.
+it, starts mirroring the dynamic configuration and yields a :class:`Client`.
+The connection machinery (seq numbers, streams, flow control) is in
+:mod:`.connection`; the configuration mirror in :mod:`.dynconfig`.
 """
 
 from __future__ import annotations

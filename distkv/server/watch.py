@@ -172,7 +172,6 @@ async def run_watch(
 
     ``top`` tells whether ``path`` is the client's root (path shortening).
     """
-    server = session.server
     acl = session.acl
     conv = session.conv
     if prepared is None:
