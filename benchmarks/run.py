@@ -578,7 +578,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, files)")
     ap.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), metavar="PART",
                     help="which tables: core (this script's), security (benchmarks/security.py), "
-                         "cluster (benchmarks/cluster.py); default: all")
+                         "cluster (benchmarks/cluster.py), runner (benchmarks/runner.py); "
+                         "default: all")
     ap.add_argument("--no-pin", action="store_true",
                     help="let the OS place the servers and the load generator on any CPU")
     args = ap.parse_args(argv)
@@ -653,7 +654,7 @@ def main(argv: list[str] | None = None) -> int:
     return run_parts(args)
 
 
-PARTS = ("core", "security", "cluster")
+PARTS = ("core", "security", "cluster", "runner")
 
 
 def run_parts(args: argparse.Namespace) -> int:
@@ -665,10 +666,12 @@ def run_parts(args: argparse.Namespace) -> int:
             continue
         cmd = [sys.executable, str(here / f"{part}.py")]
         if args.quick:
-            cmd += (["--entries", "10000", "--seconds", "1"] if part == "cluster"
-                    else ["--duration", "1", "--logins", "3"])
+            cmd += {"cluster": ["--entries", "10000", "--seconds", "1"],
+                    "runner": ["--quick"]}.get(part, ["--duration", "1", "--logins", "3"])
         if part == "cluster" and not args.no_upstream:
             cmd.append("--upstream")
+        if part == "runner" and args.no_upstream:
+            cmd.append("--no-upstream")
         print(f"\n== {part}: {' '.join(cmd[1:])}", flush=True)
         rc = subprocess.run(cmd).returncode or rc
     return rc
