@@ -2,7 +2,8 @@
 
 ``cfg`` prints the effective configuration, ``file`` shows a save/log file
 as YAML, ``init`` writes an initial data file, ``yaml`` turns YAML documents
-into a msgpack file.
+into a msgpack file. ``msg`` and ``post`` talk to the servers' broadcast
+medium directly: ``msg`` prints what goes over a topic, ``post`` sends to it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import anyio
 import asyncclick as click
 
 from distkv.command.util import iter_msgpack_file, to_path
-from distkv.util.path import PathLongener
+from distkv.util.path import Path, PathLongener
 
 __all__ = ["cli"]
 
@@ -104,3 +105,136 @@ async def yaml_(outfile: str) -> None:
 
     docs = yload(sys.stdin.read(), multi=True)
     await anyio.Path(outfile).write_bytes(b"".join(packb(d) for d in docs))
+
+
+# --- the broadcast medium -------------------------------------------------------------
+
+TOOL_NODE = "dump-tool"  # our name on the medium (for the MQTT client id)
+POST_TIMEOUT = 10.0  # seconds to connect, and to send
+
+
+def _msg_topic(cfg: Any, text: str) -> tuple:
+    """The topic for ``dump msg``'s PATH: ':' = ROOT/update, '+NAME' = ROOT/NAME, '+' = ROOT/#."""
+    root = cfg.server.get("root", (":distkv",))
+    root = tuple(to_path(root) if isinstance(root, str) else root)
+    path = to_path(text)
+    if not path:
+        return (*root, "update")
+    if len(path) == 1 and isinstance(path[0], str) and path[0].startswith("+"):
+        return (*root, path[0][1:] or "#")
+    return tuple(str(e) for e in path)
+
+
+def _post_topic(topic: Any) -> tuple:
+    if isinstance(topic, str):
+        topic = to_path(topic)
+    if not isinstance(topic, (list, tuple)) or not topic:
+        raise ValueError(f"Not a topic: {topic!r}")
+    return tuple(str(e) for e in topic)
+
+
+async def _backend(cfg: Any, stack: Any) -> Any:
+    """The configured medium, entered into ``stack``; no broker is an error."""
+    from distkv.exceptions import ServerConnectionError
+    from distkv.server.backend import broker_address, connect_backend
+
+    server_cfg = dict(cfg.server)
+    server_cfg["no_broker"] = "fail"
+    try:
+        backend = await connect_backend(server_cfg, TOOL_NODE)
+    except ServerConnectionError:
+        where = broker_address(server_cfg)[0]
+        raise ServerConnectionError(f"No broker answers at {where}") from None
+    if hasattr(backend, "__aenter__"):
+        await stack.enter_async_context(backend)
+    return backend
+
+
+@cli.command("msg")
+@click.argument("path", default=":")
+@click.pass_obj
+async def msg_(obj: Any, path: str) -> None:
+    """Print every message on a topic of the broadcast medium, until interrupted.
+
+    PATH ':' (the default) is the servers' update stream, '+NAME' their
+    sub-stream NAME, '+' all of them; anything else is used as the topic
+    (MQTT wildcards allowed). Split messages are shown reassembled.
+    """
+    import time
+    from contextlib import AsyncExitStack
+
+    from distkv.codec import unpackb
+    from distkv.server.backend.split import BadChunkError, Joiner
+    from distkv.util.yaml import yprint
+
+    topic = _msg_topic(obj.cfg, path)
+    out = obj.stdout
+    joiner = Joiner()
+    async with AsyncExitStack() as stack:
+        backend = await _backend(obj.cfg, stack)
+        async with backend.subscribe(topic) as msgs:
+            async for got, payload in msgs:
+                try:
+                    data = joiner.feed(unpackb(payload))
+                except BadChunkError as exc:
+                    data = {"_error": str(exc)}
+                except Exception:
+                    data = {"_raw": bytes(payload)}
+                if data is None:
+                    continue  # more parts to come
+                rec = dict(data) if isinstance(data, dict) else {"_data": data}
+                rec["_topic"] = Path.build(got)
+                rec["_timestamp"] = time.time()
+                yprint(rec, stream=out)
+                print("---", file=out, flush=True)
+
+
+@cli.command("post")
+@click.argument("path", required=False)
+@click.pass_obj
+async def post_(obj: Any, path: str | None) -> None:
+    """Publish the YAML documents on stdin to topic PATH (plain msgpack).
+
+    A document's '_topic' key, if present, is its topic instead (and is not sent).
+    """
+    from contextlib import AsyncExitStack
+
+    import msgpack
+
+    from distkv.util.yaml import yload
+
+    default = _post_topic(path) if path else None
+    docs = [d for d in yload(sys.stdin.read(), multi=True) if d is not None]
+    todo = []
+    for doc in docs:
+        topic = default
+        if isinstance(doc, dict) and "_topic" in doc:
+            doc = dict(doc)
+            topic = _post_topic(doc.pop("_topic"))
+        if topic is None:
+            raise click.UsageError("A document has no '_topic' and no PATH was given.")
+        todo.append((topic, msgpack.packb(_plain(doc), use_bin_type=True)))
+    async with AsyncExitStack() as stack:
+        backend = await _backend(obj.cfg, stack)
+        wait = getattr(backend, "wait_connected", None)
+        if wait is not None:
+            try:
+                with anyio.fail_after(POST_TIMEOUT):
+                    await wait()
+            except TimeoutError:
+                raise ConnectionError(f"Cannot reach the broker within {POST_TIMEOUT}s") from None
+        for topic, payload in todo:
+            await backend.publish(topic, payload)
+        link = getattr(backend, "_link", None)  # flush before we leave the medium
+        if link is not None:
+            with anyio.move_on_after(POST_TIMEOUT):
+                await link.flush()
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with paths turned into lists, so that plain msgpack can encode it."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
