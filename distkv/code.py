@@ -207,23 +207,21 @@ class CodeEntry(ClientEntry):
         return CodeNotFoundError(f"No code at {self.subpath}")
 
 
-class CodeRoot(ClientRoot):
-    """The stored procedures (``codes.prefix``), compiled and callable.
+class _ReportingRoot(ClientRoot):
+    """A root whose records can fail to load; results go to an ErrorRoot.
 
-    ``err`` is the :class:`~distkv.errors.ErrorRoot` that compile errors go
-    to (default: the client's, see :meth:`ClientRoot.helper_root`).
+    ``err`` is the :class:`~distkv.errors.ErrorRoot` they go to (default: the
+    client's, see :meth:`ClientRoot.helper_root`). Subclasses say under which
+    ``SUBSYSTEM`` and with which words.
     """
 
-    CFG = "codes"
+    SUBSYSTEM = ""
+    WHAT = ""  # "Code", "Module"
+    FAILS = ""  # "does not compile", …
 
     def __init__(self, client: Client, path: Any, *, err: ErrorRoot | None = None, **kw: Any):
         super().__init__(client, path, **kw)
         self.err = err
-        self._listeners: list[Callable[[CodeEntry], Any]] = []
-
-    @classmethod
-    def child_type(cls, name: Any) -> type[ClientEntry]:
-        return CodeEntry
 
     async def run_starting(self) -> None:
         if self.err is None:
@@ -232,22 +230,48 @@ class CodeRoot(ClientRoot):
             try:
                 self.err = await self.helper_root(ErrorRoot)  # type: ignore[assignment]
             except (DistKVError, KeyError) as exc:
-                logger.warning("Compile errors won't be recorded: %r", exc)
+                logger.warning("%s errors won't be recorded: %r", self.WHAT, exc)
+
+    def _error_fields(self, exc: BaseException) -> dict:
+        return {"exc": exc}
 
     async def _report(self, name: Path, exc: BaseException | None) -> None:
         err = self.err
         try:
             if exc is None:
                 if err is not None:
-                    await err.record_working("compile", name)
+                    await err.record_working(self.SUBSYSTEM, name)
                 return
-            logger.warning("Code %s does not compile: %r", name, exc)
+            logger.warning("%s %s %s: %r", self.WHAT, name, self.FAILS, exc)
             if err is not None:
-                # the text names the line; a traceback would only show the compiler
-                await err.record_error("compile", name, comment=repr(exc),
-                                       message="compiler error")
+                await err.record_error(self.SUBSYSTEM, name, **self._error_fields(exc))
         except DistKVError as rec_exc:
-            logger.warning("Could not record the compile result of %s: %r", name, rec_exc)
+            logger.warning("Could not record the %s result of %s: %r",
+                           self.SUBSYSTEM, name, rec_exc)
+
+
+class CodeRoot(_ReportingRoot):
+    """The stored procedures (``codes.prefix``), compiled and callable.
+
+    Compile errors are recorded (subsystem ``compile``) in ``err``.
+    """
+
+    CFG = "codes"
+    SUBSYSTEM = "compile"
+    WHAT = "Code"
+    FAILS = "does not compile"
+
+    def __init__(self, client: Client, path: Any, *, err: ErrorRoot | None = None, **kw: Any):
+        super().__init__(client, path, err=err, **kw)
+        self._listeners: list[Callable[[CodeEntry], Any]] = []
+
+    @classmethod
+    def child_type(cls, name: Any) -> type[ClientEntry]:
+        return CodeEntry
+
+    def _error_fields(self, exc: BaseException) -> dict:
+        # the text names the line; a traceback would only show the compiler
+        return {"comment": repr(exc), "message": "compiler error"}
 
     # --- change listeners --------------------------------------------------------------
 
@@ -422,14 +446,16 @@ class ModuleEntry(ClientEntry):
                 await root._report(self.subpath, None)
 
 
-class ModuleRoot(ClientRoot):
+class ModuleRoot(_ReportingRoot):
     """The stored modules (``modules.prefix``), loaded into ``sys.modules``."""
 
     CFG = "modules"
+    SUBSYSTEM = "module"
+    WHAT = "Module"
+    FAILS = "does not load"
 
     def __init__(self, client: Client, path: Any, *, err: ErrorRoot | None = None, **kw: Any):
-        super().__init__(client, path, **kw)
-        self.err = err
+        super().__init__(client, path, err=err, **kw)
         # modules whose import of another module failed, while (re)trying them in bulk
         self._deferred: list[ModuleEntry] | None = []
 
@@ -437,14 +463,8 @@ class ModuleRoot(ClientRoot):
     def child_type(cls, name: Any) -> type[ClientEntry]:
         return ModuleEntry
 
-    async def run_starting(self) -> None:
-        if self.err is None:
-            from distkv.errors import ErrorRoot
-
-            try:
-                self.err = await self.helper_root(ErrorRoot)  # type: ignore[assignment]
-            except (DistKVError, KeyError) as exc:
-                logger.warning("Module errors won't be recorded: %r", exc)
+    def _error_fields(self, exc: BaseException) -> dict:
+        return {"exc": exc, "message": "module error"}
 
     async def running(self) -> None:
         # retry modules that imported stored modules which hadn't arrived yet
@@ -466,19 +486,6 @@ class ModuleRoot(ClientRoot):
             self._deferred.append(entry)
             return
         await self._report(entry.subpath, exc)
-
-    async def _report(self, name: Path, exc: BaseException | None) -> None:
-        err = self.err
-        try:
-            if exc is None:
-                if err is not None:
-                    await err.record_working("module", name)
-                return
-            logger.warning("Module %s does not load: %r", name, exc)
-            if err is not None:
-                await err.record_error("module", name, exc=exc, message="module error")
-        except DistKVError as rec_exc:
-            logger.warning("Could not record the load result of %s: %r", name, rec_exc)
 
     def get_module(self, name: Any) -> types.ModuleType:
         """The loaded module ``name`` (``"a.b"`` or a path); ``LookupError`` if none."""
