@@ -108,7 +108,26 @@ def make_proc(code: str, variables: Iterable[str] = (), path: Any = (), *,
 # --- procedures -----------------------------------------------------------------------
 
 
-class CodeEntry(ClientEntry):
+class _LoadingEntry(ClientEntry):
+    """An entry that (re)loads its record whenever the value changes."""
+
+    __slots__ = ()
+
+    async def set_value(self, value: Any) -> None:
+        await super().set_value(value)
+        await self._load(value)
+
+    async def update(self, value: Any, wait: bool = False) -> Any:
+        res = await super().update(value, wait=wait)
+        await self._load(value)
+        return res
+
+    async def _load(self, value: Any) -> None:
+        """Load the record ``value`` (``NotGiven``: it was deleted); subclasses say how."""
+        raise NotImplementedError
+
+
+class CodeEntry(_LoadingEntry):
     """One procedure record, compiled; call it (see :meth:`__call__`)."""
 
     __slots__ = ("code", "is_async", "error", "generation", "_changed")
@@ -139,15 +158,6 @@ class CodeEntry(ClientEntry):
             return info
         code = v.get("code")
         return line_info(code) if isinstance(code, str) else None
-
-    async def set_value(self, value: Any) -> None:
-        await super().set_value(value)
-        await self._load(value)
-
-    async def update(self, value: Any, wait: bool = False) -> Any:
-        res = await super().update(value, wait=wait)
-        await self._load(value)
-        return res
 
     async def _load(self, value: Any) -> None:
         self.code = None
@@ -249,6 +259,20 @@ class _ReportingRoot(ClientRoot):
             logger.warning("Could not record the %s result of %s: %r",
                            self.SUBSYSTEM, name, rec_exc)
 
+    async def _store(self, path: Path, value: dict) -> Any:
+        """Write record ``path`` and return its entry once it is loaded here."""
+        entry = self.follow(path, create=True)
+        await entry.update(value, wait=True)
+        return entry
+
+    async def remove(self, path: Any) -> bool:
+        """Delete record ``path`` (which unloads it); ``False`` if there was none."""
+        entry = self.follow(P(path))
+        if entry is None:
+            return False
+        await entry.delete(wait=True)
+        return True
+
 
 class CodeRoot(_ReportingRoot):
     """The stored procedures (``codes.prefix``), compiled and callable.
@@ -336,18 +360,7 @@ class CodeRoot(_ReportingRoot):
         if info:
             value["info"] = info
         value.update(extra)
-        entry = self.follow(path, create=True)
-        assert isinstance(entry, CodeEntry)
-        await entry.update(value, wait=True)
-        return entry
-
-    async def remove(self, path: Any) -> bool:
-        """Delete procedure ``path``; ``False`` if there was none."""
-        entry = self.follow(P(path))
-        if entry is None:
-            return False
-        await entry.delete(wait=True)
-        return True
+        return await self._store(path, value)
 
 
 # --- modules ---------------------------------------------------------------------------
@@ -366,7 +379,7 @@ def _ensure_package(name: str) -> types.ModuleType:
     return mod
 
 
-class ModuleEntry(ClientEntry):
+class ModuleEntry(_LoadingEntry):
     """One module record; ``module`` is the loaded module (or ``None``)."""
 
     __slots__ = ("module", "error")
@@ -384,15 +397,6 @@ class ModuleEntry(ClientEntry):
     def module_name(self) -> str:
         """The name to import it by: the sub-path, joined with dots."""
         return ".".join(str(e) for e in self.subpath)
-
-    async def set_value(self, value: Any) -> None:
-        await super().set_value(value)
-        await self._load(value)
-
-    async def update(self, value: Any, wait: bool = False) -> Any:
-        res = await super().update(value, wait=wait)
-        await self._load(value)
-        return res
 
     def _unload(self) -> None:
         name = self.module_name
@@ -501,16 +505,4 @@ class ModuleRoot(_ReportingRoot):
         """
         path = P(path)
         compile(code, str(self._path + path), "exec")
-        value = {"code": code, **extra}
-        entry = self.follow(path, create=True)
-        assert isinstance(entry, ModuleEntry)
-        await entry.update(value, wait=True)
-        return entry
-
-    async def remove(self, path: Any) -> bool:
-        """Delete module ``path`` (and unload it); ``False`` if there was none."""
-        entry = self.follow(P(path))
-        if entry is None:
-            return False
-        await entry.delete(wait=True)
-        return True
+        return await self._store(path, {"code": code, **extra})

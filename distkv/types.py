@@ -65,6 +65,13 @@ def _path_of(value: Any, what: str) -> Path:
     raise ValueError(f"The {what} must be a path, not {value!r}")
 
 
+def _link(record: Any, key: str, what: str) -> Path:
+    """The path that a ``{key: PATH}`` record (a match or converter) points to."""
+    if not isinstance(record, dict) or key not in record:
+        raise ValueError(f"A {what} record needs a '{key}': {record!r}")
+    return _path_of(record[key], key)
+
+
 def _same(a: Any, b: Any) -> bool:
     """Equality that treats lists and tuples alike (msgpack returns tuples)."""
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
@@ -295,9 +302,7 @@ class TypeSystem:
         self._cache[full] = (value, level)
 
     def _validate_match(self, base: tuple, value: Any) -> None:
-        if not isinstance(value, dict) or "type" not in value:
-            raise ValueError(f"A match record needs a 'type': {value!r}")
-        tpath = _path_of(value["type"], "type")
+        tpath = _link(value, "type", "match")
         if not tpath or self.store.follow((*base, None, "type", *tpath)) is None:
             raise ClientError("This type does not exist")
 
@@ -307,24 +312,19 @@ class TypeSystem:
         full = (*base, None, "codec", *cpath)
         codec = _Codec(Path.build(full), value)
         checks = []
-        if codec.decoder is not None:
-            tests = value.get("in")
+        for what, fn, key in (("decode", codec.decoder, "in"), ("encode", codec.encoder, "out")):
+            if fn is None:
+                continue
+            tests = value.get(key)
             if not isinstance(tests, (list, tuple)) or not tests:
-                raise RuntimeError("Must have tests for decoding")
-            checks.append(("decode", codec.decoder, tests))
-        if codec.encoder is not None:
-            tests = value.get("out")
-            if not isinstance(tests, (list, tuple)) or not tests:
-                raise RuntimeError("Must have tests for encoding")
-            checks.append(("encode", codec.encoder, tests))
+                raise RuntimeError(f"Must have tests for {_WORDS[what][1].lower()}")
+            checks.append((what, fn, tests))
         for what, fn, tests in checks:
             self.runner.run(_try_pairs, codec, what, fn, tests, what=f"testing {codec.path}")
         self._cache[full] = (value, codec)
 
     def _validate_conv(self, base: tuple, value: Any) -> None:
-        if not isinstance(value, dict) or "codec" not in value:
-            raise ValueError(f"A converter record needs a 'codec': {value!r}")
-        cpath = _path_of(value["codec"], "codec")
+        cpath = _link(value, "codec", "converter")
         if self.store.follow((*base, None, "codec", *cpath)) is None:
             logger.warning("Codec %s does not exist (yet?)", cpath)
 
@@ -424,29 +424,26 @@ class Converter:
         except ValueError as exc:
             raise ClientError(repr(exc)) from None
 
-    def encode(self, path: Sequence[Any], value: Any, entry: Any = None) -> Any:
-        """The client's view of the stored ``value`` at the absolute ``path``."""
+    def _apply(self, which: str, path: Sequence[Any], value: Any, entry: Any) -> Any:
+        """Run the ``which`` (``encoder``/``decoder``) snippet of the codec for ``path``."""
         found = self._codec(path)
         if found is None:
             return value
         codec, conv = found
-        if codec.encoder is None:
+        fn = getattr(codec, which)
+        if fn is None:
             return value
         return self.types.runner.run(
-            codec.apply, codec.encoder, value, entry, conv, what=f"the encoder {codec.path}"
+            codec.apply, fn, value, entry, conv, what=f"the {which} {codec.path}"
         )
+
+    def encode(self, path: Sequence[Any], value: Any, entry: Any = None) -> Any:
+        """The client's view of the stored ``value`` at the absolute ``path``."""
+        return self._apply("encoder", path, value, entry)
 
     def decode(self, path: Sequence[Any], value: Any, entry: Any = None) -> Any:
         """The value to store for ``value`` written by the client at the absolute ``path``."""
-        found = self._codec(path)
-        if found is None:
-            return value
-        codec, conv = found
-        if codec.decoder is None:
-            return value
-        return self.types.runner.run(
-            codec.apply, codec.decoder, value, entry, conv, what=f"the decoder {codec.path}"
-        )
+        return self._apply("decoder", path, value, entry)
 
 
 def converter_for_user(

@@ -228,15 +228,55 @@ async def test_dynamic_config(server: ServerProc) -> None:
         await first.delete(prefix)
 
 
+async def test_config_changes(server: ServerProc, base: Path) -> None:
+    name = base[-1]  # a config section of this test's own
+    other = f"{name}-other"
+    prefix = P(":.distkv.config")
+    async with connect(server) as client:
+        async with client.config_changes() as every, client.config_changes(name) as mine:
+            await client.set(prefix + (other,), {"x": 1})
+            await client.set(prefix + (name,), {"level": 1})
+            with anyio.fail_after(TIMEOUT):
+                assert await anext(every) == (other, {"x": 1})
+                assert await anext(every) == (name, {"level": 1})
+                assert await anext(mine) == (name, {"level": 1})  # 'other' is not reported
+
+            # changes that arrive before they are read coalesce, the latest value winning
+            await client.set(prefix + (name,), {"level": 2})
+            await client.set(prefix + (name,), {"level": 3})
+            await wait_until(lambda: client.config[name].level == 3)
+            await client.delete(prefix + (other,))
+            with anyio.fail_after(TIMEOUT):
+                assert await anext(every) == (name, {"level": 3})
+                assert await anext(every) == (other, None)  # gone from the config
+                assert await anext(mine) == (name, {"level": 3})
+
+                # a static section: merged while in the tree, the static one when deleted
+                await client.set(prefix + ("runner",), {"start_delay": 7})
+                section, value = await anext(every)
+                assert (section, value.start_delay, value.name) == ("runner", 7, "run")
+                await client.delete(prefix + ("runner",))
+                section, value = await anext(every)
+                assert (section, value.start_delay, value.name) == ("runner", 1, "run")
+                assert client.config.runner is value
+
+                await client.set(prefix + (name,), {"level": 4})
+                assert await anext(mine) == (name, {"level": 4})  # nothing else came between
+            await client.delete(prefix + (name,))
+        assert [change async for change in mine] == []  # leaving the block ends it at once
+
+
 async def test_server_going_away(base: Path) -> None:
     with ServerProc(["-I", "1", "gone"]) as srv:
         async with connect(srv) as client:
             await client.set(base, 1)
-            async with client.watch(base) as watcher:
+            async with client.watch(base) as watcher, client.config_changes() as changes:
                 await anyio.to_thread.run_sync(srv.stop)
                 with pytest.raises(ServerClosedError):
                     async for _ in watcher:
                         pass
+                with anyio.fail_after(TIMEOUT):
+                    assert [change async for change in changes] == []
             with pytest.raises(ServerClosedError):
                 await client.get(base)
 

@@ -7,12 +7,15 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import anyio
 import pytest
 from authsrv import auth_server
 from procs import run_cli
 
+from distkv.client import open_client
+from distkv.codec import packb
 from distkv.core import Store
-from distkv.exceptions import ClientError
+from distkv.exceptions import ClientError, ServerError
 from distkv.snippet import CodeRunner, CodeTimeoutError
 from distkv.types import TypeSystem, converter_for_user
 from distkv.util import NotGiven
@@ -200,3 +203,63 @@ def test_cli_codec_errors(port: int):
     inner = "ValueError(\"invalid literal for int() with base 10: 'x'\")"
     text = f"failed decoder at :n.codec.c1 on 'x' with {inner}"
     assert err == f"ServerError: {ValueError(text)!r}\n"
+
+
+# --- a user's converter on writes that are not set_value -------------------------------------
+
+ROOT = ("-a", "_test name=root")
+CON = ("-a", "_test name=con")
+
+
+@pytest.fixture
+def con_port() -> Iterator[int]:
+    """A server whose user ``con`` has converter group ``foo`` (``inty.#`` -> codec ``int``)."""
+    with auth_server(init=123) as server:
+        port = server.ports[0]
+        for name in ("root", "con"):
+            assert cli(port, "auth", "-m", "_test", "user", "add", f"name={name}")[0] == 0
+        assert cli(port, "auth", "-m", "_test", "init")[0] == 0
+        assert cli(port, *ROOT, "codec", "set", "-i", '"1"', "1", "-o", "1", '"1"', "int",
+                   input="return str(value)\n\n"
+                         "assert isinstance(value, str)\nreturn int(value)\n") == (0, "", "")
+        assert cli(port, *ROOT, "codec", "convert", "-c", "int", "foo", "inty.#")[0] == 0
+        assert cli(port, *ROOT, "auth", "user", "param", "con", "conv", "foo")[0] == 0
+        yield port
+
+
+def test_cli_update_decodes_like_set(con_port: int, tmp_path: Any):
+    fn = tmp_path / "recs.mp"
+    fn.write_bytes(packb({"path": P("ten"), "value": "10"})
+                   + packb({"path": P("ten.deep"), "value": "12"}))
+    assert cli(con_port, *CON, "data", "inty", "update", "-i", str(fn)) == (0, "", "")
+    assert cli(con_port, *ROOT, "data", "inty", "get", "-rd_") == (
+        0, "ten:\n  _: 10\n  deep:\n    _: 12\n", "")
+    assert cli(con_port, *CON, "data", "inty.ten") == (0, "'10'\n", "")
+    # the stored form, as a save file holds it, is not what con writes
+    fn.write_bytes(packb({"path": P("eleven"), "value": 11}))
+    assert cli(con_port, *CON, "data", "inty", "update", "-i", str(fn)) == (
+        1, "", "ServerError: AssertionError()\n")
+    assert cli(con_port, *ROOT, "data", "inty.eleven") == (0, "", "No data at inty.eleven\n")
+
+
+def test_update_action_decodes_like_set(con_port: int):
+    async def main() -> None:
+        cfg = {"host": "127.0.0.1", "port": con_port}
+        async with open_client(connect={**cfg, "auth": "_test name=con"}) as con:
+            tock = await con.get_tock()
+            chain = {"node": "elsewhere", "tick": 1, "prev": None}
+            await con._request("update", path=P("inty.twelve"), value="12", chain=chain,
+                               tock=tock)
+            assert (await con.get(P("inty.twelve"))).value == "12"
+            with pytest.raises(ServerError, match=r"^AssertionError\(\)$"):
+                await con._request("update", path=P("inty.thirteen"), value=13,
+                                   chain={**chain, "tick": 2}, tock=tock + 1)
+            # outside the converter's paths values are stored as given
+            await con._request("update", path=P("plain"), value="12",
+                               chain={**chain, "tick": 3}, tock=tock + 2)
+        async with open_client(connect={**cfg, "auth": "_test name=root"}) as root:
+            assert (await root.get(P("inty.twelve"))).value == 12
+            assert "value" not in await root.get(P("inty.thirteen"))
+            assert (await root.get(P("plain"))).value == "12"
+
+    anyio.run(main)

@@ -35,6 +35,14 @@ def test_sphinx_build_has_no_warnings(tmp_path: Path) -> None:
         assert (tmp_path / "html" / f"{page}.html").is_file(), page
 
 
+def test_cli_reference_is_the_commands_help() -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "COLUMNS")}
+    res = subprocess.run([sys.executable, str(ROOT / "docs" / "cli_reference.py"), "--check"],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr == ""
+
+
 def test_every_example_is_tested() -> None:
     assert sorted(p.name for p in EXAMPLES.glob("*.py")) == [
         "client.py", "job.py", "mirror.py", "watch.py"]

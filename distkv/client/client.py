@@ -16,7 +16,7 @@ import socket
 import ssl
 import string
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import anyio
@@ -34,7 +34,7 @@ from distkv.util import NotGiven, attrdict, combine_dict
 from distkv.util.path import Path, PathLongener
 
 from .connection import Connection, Reply, StreamedRequest
-from .dynconfig import DynConfig
+from .dynconfig import ConfigChanges, DynConfig
 
 __all__ = ["Client", "ManyData", "NoData", "open_client"]
 
@@ -117,6 +117,16 @@ def _ssl_context(spec: Any) -> ssl.SSLContext | None:
     return ctx
 
 
+def _preconditions(chain: Any, prev: Any) -> dict[str, Any]:
+    """The request fields for a write's ``chain`` and ``prev`` conditions (NotGiven: none)."""
+    kw: dict[str, Any] = {}
+    if prev is not NotGiven:
+        kw["prev"] = prev
+    if chain is not NotGiven:
+        kw["chain"] = chain
+    return kw
+
+
 async def _single(msg: dict) -> AsyncIterator[dict]:
     yield msg
 
@@ -187,6 +197,12 @@ class Client:
     def config(self) -> attrdict:
         """The configuration, with the dynamic in-tree sections merged in."""
         return self._dyn.live
+
+    def config_changes(self, *sections: str) -> AbstractAsyncContextManager[ConfigChanges]:
+        """``async with client.config_changes("runner") as changes:`` then ``async for
+        name, value in changes:`` — changes of :attr:`config` sections made in the tree
+        (none named: all sections); see :class:`~distkv.client.dynconfig.ConfigChanges`."""
+        return self._dyn.changes(*sections)
 
     # --- connecting ---------------------------------------------------------------
 
@@ -410,11 +426,7 @@ class Client:
         precondition raises :class:`~distkv.exceptions.ClientChainError`.
         Returns ``{changed, prev?, chain?, tock}``.
         """
-        kw: dict[str, Any] = {}
-        if prev is not NotGiven:
-            kw["prev"] = prev
-        if chain is not NotGiven:
-            kw["chain"] = chain
+        kw = _preconditions(chain, prev)
         if idem is not None:
             kw["idem"] = idem
         return await self._request(
@@ -431,11 +443,7 @@ class Client:
         recursive: bool = False,
     ) -> Any:
         """Delete the value at ``path`` (``recursive``: the whole subtree)."""
-        kw: dict[str, Any] = {}
-        if prev is not NotGiven:
-            kw["prev"] = prev
-        if chain is not NotGiven:
-            kw["chain"] = chain
+        kw = _preconditions(chain, prev)
         if recursive:
             if kw:
                 raise ValueError("'chain' and 'prev' cannot be used with 'recursive'")

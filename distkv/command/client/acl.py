@@ -19,19 +19,14 @@ import asyncclick as click
 from distkv.acl import CLI_MODES
 from distkv.command.util import DictFolder, to_path
 
+from ._meta import meta_path, meta_records
+
 __all__ = ["cli"]
 
 
 @click.group(short_help="Manage ACLs.")
 async def cli() -> None:
     """Manage access control lists (the letters rwdcxena per path, '+'/'#' wildcards)."""
-
-
-def _acl_path(name: str, path: str, *, nonempty: bool = True) -> tuple:
-    p = to_path(path)
-    if nonempty and not p:
-        raise click.UsageError("You need a non-empty path.")
-    return ("acl", name, *p)
 
 
 @cli.command("list")
@@ -55,18 +50,13 @@ async def list_(obj: Any) -> None:
 @click.pass_obj
 async def dump(obj: Any, name: str, path: str, as_dict: str | None) -> None:
     """Print ACL NAME below PATH (':' for all of it)."""
-    from distkv.util.path import PathLongener
     from distkv.util.yaml import yprint
 
     client = await obj.connect()
     folder = DictFolder(as_dict) if as_dict is not None else None
-    longer = PathLongener()
-    res = await client._request(
-        "get_tree_internal", path=_acl_path(name, path, nonempty=False), iter=True,
-        nchain=obj.meta,
-    )
-    async for rec in res:
-        longer(rec)
+    async for rec in meta_records(
+        client, meta_path(path, "acl", name, nonempty=False), nchain=obj.meta
+    ):
         rec.pop("seq", None)
         rel = rec.pop("path")
         item = rec if obj.meta else rec.get("value")
@@ -87,7 +77,7 @@ async def get(obj: Any, name: str, path: str) -> None:
     from distkv.util.yaml import yprint
 
     client = await obj.connect()
-    res = await client._request("get_internal", path=_acl_path(name, path), nchain=obj.meta)
+    res = await client._request("get_internal", path=meta_path(path, "acl", name), nchain=obj.meta)
     if obj.meta:
         yprint(res, stream=obj.stdout)
     elif "value" in res:
@@ -129,7 +119,7 @@ async def set_(obj: Any, name: str, path: str, spec: str) -> None:
 
     if not spec:
         raise click.UsageError("'-a' needs letters, '+…', '-…' or '-'.")
-    target = _acl_path(name, path)
+    target = meta_path(path, "acl", name)
     client = await obj.connect()
     res = await client._request("get_internal", path=target, nchain=3 if obj.meta else 1)
     old = res.get("value", "")

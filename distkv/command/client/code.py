@@ -91,20 +91,14 @@ def _read_yaml_map(filename: str) -> dict:
     return dict(data)
 
 
-# --- procedures --------------------------------------------------------------------------
-
-
-@cli.command("get")
-@click.option("-s", "--script", metavar="FILE", help="Write the code to FILE ('-': stdout).")
-@click.pass_obj
-async def get(obj: Any, script: str | None) -> None:
-    """Print the record at PATH (with -s, without its code)."""
+async def _print_record(obj: Any, section: str, what: str, script: str | None) -> None:
+    """Print the record at PATH below ``section``'s prefix (``-s``: its code to a file)."""
     from distkv.util.yaml import yprint
 
     client = await obj.connect()
-    res = await client.get(_prefix(client, "codes") + obj.code_path, nchain=obj.meta)
+    res = await client.get(_prefix(client, section) + obj.code_path, nchain=obj.meta)
     if "value" not in res:
-        raise LookupError(f"No code at {obj.code_path}")
+        raise LookupError(f"No {what} at {obj.code_path}")
     value = res["value"]
     if script is not None and isinstance(value, Mapping):
         _write_text(script, value.get("code", ""))
@@ -115,6 +109,44 @@ async def get(obj: Any, script: str | None) -> None:
         yprint(res, stream=obj.stdout)
     else:
         yprint(value, stream=obj.stdout)
+
+
+async def _read_record(obj: Any, section: str, data: str | None) -> tuple[Path, dict, Any]:
+    """``(full path, record, chain)`` to start a ``set`` from.
+
+    The record is the stored one (if any) updated with the ``-d`` file; the
+    chain (``None`` if there is no record yet) guards the write.
+    """
+    client = await obj.connect()
+    full = _prefix(client, section) + obj.code_path
+    res = await client.get(full, nchain=2)
+    old = res.get("value", NotGiven)
+    rec: dict[str, Any] = dict(old) if isinstance(old, Mapping) else {}
+    if data is not None:
+        rec.update(_read_yaml_map(data))
+    return full, rec, (res.get("chain") if old is not NotGiven else None)
+
+
+async def _write_record(obj: Any, full: Path, rec: dict, chain: Any) -> None:
+    """Store ``rec`` at ``full`` if its chain is still ``chain`` (with -m: print the reply)."""
+    from distkv.util.yaml import yprint
+
+    client = await obj.connect()
+    res = await client.set(full, rec, chain=chain, nchain=obj.meta)
+    if obj.meta:
+        res.pop("seq", None)
+        yprint(res, stream=obj.stdout)
+
+
+# --- procedures --------------------------------------------------------------------------
+
+
+@cli.command("get")
+@click.option("-s", "--script", metavar="FILE", help="Write the code to FILE ('-': stdout).")
+@click.pass_obj
+async def get(obj: Any, script: str | None) -> None:
+    """Print the record at PATH (with -s, without its code)."""
+    await _print_record(obj, "codes", "code", script)
 
 
 _DROP = object()  # '-e NAME /': not a parameter any more
@@ -181,15 +213,8 @@ async def set_(
     '-e NAME /' drops the parameter. The code must compile.
     """
     from distkv.code import make_proc
-    from distkv.util.yaml import yprint
 
-    client = await obj.connect()
-    full = _prefix(client, "codes") + obj.code_path
-    res = await client.get(full, nchain=2)
-    old = res.get("value", NotGiven)
-    rec: dict[str, Any] = dict(old) if isinstance(old, Mapping) else {}
-    if data is not None:
-        rec.update(_read_yaml_map(data))
+    full, rec, chain = await _read_record(obj, "codes", data)
     if script is not None:
         code = _read_text(script)
     elif "code" not in rec or not sys.stdin.isatty():
@@ -202,7 +227,7 @@ async def set_(
         raise click.UsageError("No code: give it on stdin or with -s FILE.")
     if mode is not None:
         rec["is_async"] = _MODES[mode]
-    elif old is NotGiven and "is_async" not in rec:
+    elif chain is None and "is_async" not in rec:  # a new record
         rec["is_async"] = True
     if info is not None:
         if info:
@@ -211,11 +236,7 @@ async def set_(
             rec.pop("info", None)
     _apply_vars(rec, vars_, eval_, path_)
     make_proc(rec["code"], rec["vars"], full, is_async=rec.get("is_async") is True)
-    chain = res.get("chain") if old is not NotGiven else None
-    res = await client.set(full, rec, chain=chain, nchain=obj.meta)
-    if obj.meta:
-        res.pop("seq", None)
-        yprint(res, stream=obj.stdout)
+    await _write_record(obj, full, rec, chain)
 
 
 def _summary(value: Any, full: bool) -> Any:
@@ -286,7 +307,7 @@ async def _delete(obj: Any, full: Path) -> None:
 # --- modules -------------------------------------------------------------------------------
 
 
-@cli.group("module", hidden=True)
+@cli.group("module")
 async def module() -> None:
     """Stored modules (experimental): PATH is the module's dotted name below modules.prefix."""
 
@@ -296,22 +317,7 @@ async def module() -> None:
 @click.pass_obj
 async def module_get(obj: Any, script: str | None) -> None:
     """Print the module record at PATH (with -s, without its source)."""
-    from distkv.util.yaml import yprint
-
-    client = await obj.connect()
-    res = await client.get(_prefix(client, "modules") + obj.code_path, nchain=obj.meta)
-    if "value" not in res:
-        raise LookupError(f"No module at {obj.code_path}")
-    value = res["value"]
-    if script is not None and isinstance(value, Mapping):
-        _write_text(script, value.get("code", ""))
-        value = {k: v for k, v in value.items() if k != "code"}
-    if obj.meta:
-        res.pop("seq", None)
-        res["value"] = value
-        yprint(res, stream=obj.stdout)
-    else:
-        yprint(value, stream=obj.stdout)
+    await _print_record(obj, "modules", "module", script)
 
 
 @module.command("set")
@@ -320,26 +326,14 @@ async def module_get(obj: Any, script: str | None) -> None:
 @click.pass_obj
 async def module_set(obj: Any, script: str | None, data: str | None) -> None:
     """Store a module at PATH; without -s its source is read from stdin. It must compile."""
-    from distkv.util.yaml import yprint
-
-    client = await obj.connect()
-    full = _prefix(client, "modules") + obj.code_path
-    res = await client.get(full, nchain=2)
-    old = res.get("value", NotGiven)
-    rec: dict[str, Any] = dict(old) if isinstance(old, Mapping) else {}
-    if data is not None:
-        rec.update(_read_yaml_map(data))
+    full, rec, chain = await _read_record(obj, "modules", data)
     code = _read_text(script if script is not None else "-")
     if code.strip():
         rec["code"] = code
     if not isinstance(rec.get("code"), str):
         raise click.UsageError("No source: give it on stdin or with -s FILE.")
     compile(rec["code"], str(full), "exec")
-    chain = res.get("chain") if old is not NotGiven else None
-    res = await client.set(full, rec, chain=chain, nchain=obj.meta)
-    if obj.meta:
-        res.pop("seq", None)
-        yprint(res, stream=obj.stdout)
+    await _write_record(obj, full, rec, chain)
 
 
 @module.command("delete")

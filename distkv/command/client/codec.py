@@ -28,10 +28,21 @@ from typing import IO, Any
 import asyncclick as click
 
 from distkv.command.util import to_path
-from distkv.util import NotGiven
 from distkv.util.path import P, Path
 
-from .type import read_script
+from ._meta import (
+    get_record,
+    link_target,
+    literal,
+    meta_path,
+    meta_records,
+    print_record,
+    read_link,
+    read_record_file,
+    read_script,
+    store_record,
+    write_link,
+)
 
 __all__ = ["cli"]
 
@@ -39,13 +50,6 @@ __all__ = ["cli"]
 @click.group(short_help="Manage codecs and converters.")
 async def cli() -> None:
     """Manage codecs (value conversions) and converters (which codec applies where)."""
-
-
-def _codec_path(path: str) -> tuple:
-    p = to_path(path)
-    if not p:
-        raise click.UsageError("You need a non-empty path.")
-    return ("codec", *p)
 
 
 @cli.command()
@@ -57,21 +61,12 @@ def _codec_path(path: str) -> tuple:
 async def get(obj: Any, path: str, encode: IO[str] | None, decode: IO[str] | None,
               script: IO[str] | None) -> None:
     """Print codec PATH (its scripts can go to files instead)."""
-    from distkv.util.yaml import yprint
-
-    client = await obj.connect()
-    res = await client._request("get_internal", path=_codec_path(path), nchain=obj.meta)
-    if "value" not in res:
-        raise click.ClickException(f"There is no codec {path}.")
-    value = dict(res.value)
+    res, value = await get_record(obj, meta_path(path, "codec"), f"There is no codec {path}.")
     if encode is not None and value.get("encode") is not None:
         encode.write(value.pop("encode"))
     if decode is not None and value.get("decode") is not None:
         decode.write(value.pop("decode"))
-    if obj.meta:
-        res["value"] = value
-        value = res
-    yprint(value, stream=script if script is not None else obj.stdout)
+    print_record(obj, res, value, script)
 
 
 @cli.command("list")
@@ -79,25 +74,14 @@ async def get(obj: Any, path: str, encode: IO[str] | None, decode: IO[str] | Non
 @click.pass_obj
 async def list_(obj: Any, path: str) -> None:
     """List the codecs below PATH (default: all), one per line."""
-    from distkv.util.path import PathLongener
-
     client = await obj.connect()
-    longer = PathLongener()
-    res = await client._request(
-        "get_tree_internal", path=("codec", *to_path(path)), iter=True, nchain=obj.meta
-    )
-    async for rec in res:
-        longer(rec)
+    async for rec in meta_records(client, meta_path(path, "codec", nonempty=False),
+                                  nchain=obj.meta):
         print(" ".join(str(x) for x in rec["path"]), file=obj.stdout)
 
 
 def _pairs(pairs: tuple[tuple[str, str], ...], what: str) -> list[tuple[Any, Any]]:
-    from distkv.util.evaluate import literal_eval
-
-    try:
-        return [(literal_eval(a), literal_eval(b)) for a, b in pairs]
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint=what) from None
+    return [(literal(a, what), literal(b, what)) for a, b in pairs]
 
 
 @cli.command("set")
@@ -118,19 +102,7 @@ async def set_(obj: Any, path: str, encode: IO[str] | None, decode: IO[str] | No
                data: IO[str] | None, in_: tuple[tuple[str, str], ...],
                out: tuple[tuple[str, str], ...]) -> None:
     """Define codec PATH: scripts (functions of 'value') and examples for both directions."""
-    from distkv.util.yaml import yload, yprint
-
-    cpath = _codec_path(path)
-    rec: dict = {}
-    chain: Any = NotGiven
-    if data is not None:
-        rec = yload(data) or {}
-        if not isinstance(rec, dict):
-            raise click.UsageError("The -D file must hold a mapping.")
-        if "value" in rec:  # a whole reply, as 'codec get -m' prints it
-            chain = rec.get("chain", NotGiven)
-            rec = rec["value"]
-        rec = dict(rec)
+    rec, chain = read_record_file(data, "-D")
     for key, f in (("encode", encode), ("decode", decode)):
         if f is not None:
             if key in rec:
@@ -147,11 +119,7 @@ async def set_(obj: Any, path: str, encode: IO[str] | None, decode: IO[str] | No
         raise click.UsageError("The decoder needs examples (-i).")
     if rec["encode"] is not None and not rec.get("out"):
         raise click.UsageError("The encoder needs examples (-o).")
-    kw = {} if chain is NotGiven else {"chain": chain}
-    client = await obj.connect()
-    res = await client._request("set_internal", path=cpath, value=rec, nchain=obj.meta, **kw)
-    if obj.meta:
-        yprint(res, stream=obj.stdout)
+    await store_record(obj, meta_path(path, "codec"), rec, chain)
 
 
 @cli.command()
@@ -168,8 +136,6 @@ async def convert(obj: Any, name: str, path: str, codec: str | None, delete: boo
 
     Without -c/-d/-l, print the codec that group NAME uses at PATH.
     """
-    from distkv.util.yaml import yprint
-
     p = to_path(path)
     if sum(bool(x) for x in (codec, delete, list_this)) > 1:
         raise click.UsageError("Use only one of -c, -d and -l.")
@@ -182,41 +148,17 @@ async def convert(obj: Any, name: str, path: str, codec: str | None, delete: boo
             for r in res.result:
                 print(r, file=obj.stdout)
             return
-        from distkv.util.path import PathLongener
-
-        longer = PathLongener()
-        res = await client._request(
-            "get_tree_internal", path=("conv", name, *p), iter=True, nchain=obj.meta
-        )
-        async for rec in res:
-            longer(rec)
-            c = rec.get("value", {}).get("codec") if isinstance(rec.get("value"), dict) else None
-            shown = P(c) if isinstance(c, (list, tuple)) else c
-            print(f"{Path.build(rec['path'])} : {shown}", file=obj.stdout)
+        async for rec in meta_records(client, ("conv", name, *p), nchain=obj.meta):
+            print(f"{Path.build(rec['path'])} : {link_target(rec.get('value'), 'codec')}",
+                  file=obj.stdout)
         return
-    if not p:
-        raise click.UsageError("You need a non-empty path.")
-    target = ("conv", name, *p)
-    if delete:
-        res = await client._request("delete_internal", path=target, nchain=obj.meta)
-        done = f"{name} {path}: removed"
-    elif codec:
-        res = await client._request(
-            "set_internal", path=target, value={"codec": P(codec)}, nchain=obj.meta
-        )
-        done = f"{name} {path}: {P(codec)}"
-    else:
-        res = await client._request("get_internal", path=target, nchain=obj.meta)
-        if obj.meta:
-            yprint(res, stream=obj.stdout)
-            return
-        value = res.get("value")
-        if not isinstance(value, dict):
-            raise click.ClickException(f"Group {name} converts nothing at {path}.")
-        c = value.get("codec")
-        print(P(c) if isinstance(c, (list, tuple)) else c, file=obj.stdout)
+    target = meta_path(path, "conv", name)
+    if codec or delete:
+        await write_link(obj, target, "codec", None if delete else codec)
+        if not obj.meta and obj.debug > 0:
+            done = "removed" if delete else P(codec)
+            print(f"{name} {path}: {done}", file=obj.stdout)
         return
-    if obj.meta:
-        yprint(res, stream=obj.stdout)
-    elif obj.debug > 0:
-        print(done, file=obj.stdout)
+    value = await read_link(obj, target, f"Group {name} converts nothing at {path}.")
+    if value is not None:
+        print(link_target(value, "codec"), file=obj.stdout)

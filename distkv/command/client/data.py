@@ -356,7 +356,8 @@ async def update(obj: Any, infile: str) -> None:
     """Apply the records of a msgpack file below PATH.
 
     Shortened paths are expanded. A record with a value sets PATH + its
-    path; one with a path but no value deletes that entry; others are skipped.
+    path (as 'set' does: your converter, if any, decodes the value); one
+    with a path but no value deletes that entry; others are skipped.
     """
     client = await obj.connect()
     longer = PathLongener()

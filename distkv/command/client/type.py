@@ -22,62 +22,32 @@ values are evaluated as literals, never as code.
 from __future__ import annotations
 
 import json
-import sys
 from typing import IO, Any
 
 import asyncclick as click
 
-from distkv.command.util import DictFolder, to_path
-from distkv.util import NotGiven
-from distkv.util.path import P
+from distkv.command.util import to_path
 
-__all__ = ["cli", "read_script", "tree_dict"]
+from ._meta import (
+    get_record,
+    link_target,
+    literal,
+    meta_path,
+    print_record,
+    read_link,
+    read_record_file,
+    read_script,
+    store_record,
+    tree_dict,
+    write_link,
+)
+
+__all__ = ["cli"]
 
 
 @click.group(short_help="Manage types.")
 async def cli() -> None:
     """Manage value types and the paths they apply to."""
-
-
-def _type_path(path: str) -> tuple:
-    p = to_path(path)
-    if not p:
-        raise click.UsageError("You need a non-empty path.")
-    return ("type", *p)
-
-
-async def tree_dict(client: Any, path: tuple) -> dict:
-    """The meta subtree at ``path`` as a nested mapping, values under ``_``."""
-    from distkv.util.path import PathLongener
-
-    folder = DictFolder("_")
-    longer = PathLongener()
-    res = await client._request("get_tree_internal", path=path, iter=True)
-    async for rec in res:
-        longer(rec)
-        if "value" in rec:
-            folder.add(rec["path"], rec["value"])
-    return folder.result()
-
-
-def read_script(what: str, stream: IO[str] | None = None, *, until_blank: bool = False) -> str:
-    """A script from standard input (prompting on a terminal).
-
-    With ``until_blank`` the script ends at an empty line (so that several
-    can follow each other), otherwise at the end of the input.
-    """
-    stream = stream if stream is not None else sys.stdin
-    if stream.isatty():
-        end = "an empty line" if until_blank else "Ctrl-D"
-        click.echo(f"Enter the Python script to {what}; end with {end}.", err=True)
-    if not until_blank:
-        return stream.read()
-    lines = []
-    for line in stream:
-        if not line.strip():
-            break
-        lines.append(line)
-    return "".join(lines)
 
 
 @cli.command()
@@ -89,33 +59,15 @@ def read_script(what: str, stream: IO[str] | None = None, *, until_blank: bool =
 async def get(obj: Any, path: str, script: IO[str] | None, schema: IO[str] | None,
               yaml_: bool) -> None:
     """Print type PATH (the script and schema can go to files instead)."""
-    from distkv.util.yaml import ydump, yprint
+    from distkv.util.yaml import ydump
 
-    tpath = _type_path(path)
-    client = await obj.connect()
-    res = await client._request("get_internal", path=tpath, nchain=obj.meta)
-    if "value" not in res:
-        raise click.ClickException(f"There is no type {path}.")
-    value = dict(res.value)
+    res, value = await get_record(obj, meta_path(path, "type"), f"There is no type {path}.")
     if script is not None and value.get("code") is not None:
         script.write(value.pop("code"))
     if schema is not None and value.get("schema") is not None:
         s = value.pop("schema")
         schema.write(ydump(s) if yaml_ else json.dumps(s, indent=2) + "\n")
-    if obj.meta:
-        res["value"] = value
-        yprint(res, stream=obj.stdout)
-    else:
-        yprint(value, stream=obj.stdout)
-
-
-def _literal(text: str, what: str) -> Any:
-    from distkv.util.evaluate import literal_eval
-
-    try:
-        return literal_eval(text)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint=what) from None
+    print_record(obj, res, value)
 
 
 @cli.command("set")
@@ -134,21 +86,11 @@ async def set_(obj: Any, path: str, good: tuple[str, ...], bad: tuple[str, ...],
 
     The script is the body of a function of 'value' that raises for a bad value.
     """
-    from distkv.util.yaml import yload, yprint
+    from distkv.util.yaml import yload
 
-    tpath = _type_path(path)
-    rec: dict = {}
-    chain: Any = NotGiven
-    if data is not None:
-        rec = yload(data) or {}
-        if not isinstance(rec, dict):
-            raise click.UsageError("The -d file must hold a mapping.")
-        if "value" in rec:  # a whole reply, as 'type get -m' prints it
-            chain = rec.get("chain", NotGiven)
-            rec = rec["value"]
-        rec = dict(rec)
-    rec["good"] = [*rec.get("good", ()), *(_literal(x, "'-g'") for x in good)]
-    rec["bad"] = [*rec.get("bad", ()), *(_literal(x, "'-b'") for x in bad)]
+    rec, chain = read_record_file(data, "-d")
+    rec["good"] = [*rec.get("good", ()), *(literal(x, "'-g'") for x in good)]
+    rec["bad"] = [*rec.get("bad", ()), *(literal(x, "'-b'") for x in bad)]
     if script is not None:
         if rec.get("code") is not None:
             raise click.UsageError("The -d file already has a script.")
@@ -166,11 +108,7 @@ async def set_(obj: Any, path: str, good: tuple[str, ...], bad: tuple[str, ...],
     code = rec.get("code")
     if code is not None and not str(code).strip():
         raise click.UsageError("The script is empty.")
-    kw = {} if chain is NotGiven else {"chain": chain}
-    client = await obj.connect()
-    res = await client._request("set_internal", path=tpath, value=rec, nchain=obj.meta, **kw)
-    if obj.meta:
-        yprint(res, stream=obj.stdout)
+    await store_record(obj, meta_path(path, "type"), rec, chain)
 
 
 @cli.command()
@@ -198,26 +136,16 @@ async def match(obj: Any, path: str, type_: str | None, delete: bool, raw: bool)
     if raw and (type_ or delete):
         raise click.UsageError("'-R' only works when reading a match.")
     mpath = ("match", *p)
-    if delete:
-        res = await client._request("delete_internal", path=mpath, nchain=obj.meta)
-    elif type_:
-        res = await client._request(
-            "set_internal", path=mpath, value={"type": P(type_)}, nchain=obj.meta
-        )
-    else:
-        res = await client._request("get_internal", path=mpath, nchain=obj.meta)
-        if obj.meta:
-            yprint(res, stream=obj.stdout)
-        elif "value" not in res:
-            raise click.ClickException(f"No type applies to {path}.")
-        elif raw:
-            t = res.value.get("type")
-            print(t if isinstance(t, str) else P(t) if t is not None else "", file=obj.stdout)
-        else:
-            yprint(res.value, stream=obj.stdout)
+    if type_ or delete:
+        await write_link(obj, mpath, "type", None if delete else type_)
         return
-    if obj.meta:
-        yprint(res, stream=obj.stdout)
+    value = await read_link(obj, mpath, f"No type applies to {path}.")
+    if value is None:
+        return
+    if raw:
+        print(link_target(value, "type") or "", file=obj.stdout)
+    else:
+        yprint(value, stream=obj.stdout)
 
 
 @cli.command("list")
@@ -228,4 +156,4 @@ async def list_(obj: Any, path: str) -> None:
     from distkv.util.yaml import yprint
 
     client = await obj.connect()
-    yprint(await tree_dict(client, ("type", *to_path(path))), stream=obj.stdout)
+    yprint(await tree_dict(client, meta_path(path, "type", nonempty=False)), stream=obj.stdout)

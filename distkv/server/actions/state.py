@@ -79,7 +79,10 @@ async def kill_node(sess: Session, msg: dict) -> None:
     required=("path",),
 )
 def update(sess: Session, msg: dict) -> bool:
-    """Apply a serialized update event below the connection's root."""
+    """Apply a serialized update event below the connection's root.
+
+    A data value is decoded with the user's converter first, as ``set_value`` does (08 §5).
+    """
     chain = chain_from_wire(msg)
     if chain is None:
         raise ClientError("An update needs a chain ('chain', or 'node'/'tick'/'prev')")
@@ -89,6 +92,9 @@ def update(sess: Session, msg: dict) -> bool:
         value = msg.get("new_value", NotGiven)
     root = sess.root
     path = root + msg["path"] if root else msg["path"]
+    conv = sess.conv
+    if conv is not None and value is not NotGiven and None not in path:
+        value = conv.decode(path, value, sess.store.follow(path))
     sess.store.apply_update(path, chain, value, msg.get("tock"))
     return False
 
