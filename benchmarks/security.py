@@ -51,6 +51,7 @@ def start_server(workdir: Path) -> tuple[subprocess.Popen, int]:
         "server:\n"
         f"  bind_default: {{host: 127.0.0.1, port: {port}}}\n"
         f"  mqtt: {{uri: 'mqtt://127.0.0.1:{free_port()}'}}\n"
+        "  no_broker: standalone\n"  # one server: measure it without a broker
         f"connect: {{host: 127.0.0.1, port: {port}}}\n"
     )
     log = open(workdir / "server.log", "wb")  # noqa: SIM115 (closed with the process)

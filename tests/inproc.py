@@ -1,8 +1,9 @@
 """An in-process ``Server`` for tests, running in a background event-loop thread.
 
 ``inproc_server(...)`` builds the default config (127.0.0.1, a port the OS
-picks, a broker address where nothing listens, so the server runs
-standalone), applies ``conf`` overrides (``{"server.watch_queue": 5}``), starts
+picks, a broker address where nothing listens and ``server.no_broker:
+standalone``, so the server runs standalone), applies ``conf`` overrides
+(``{"server.watch_queue": 5}``), starts
 :meth:`Server.serve` through an anyio blocking portal and yields the server;
 tests talk to ``server.ports[0]`` with :class:`wire.WireClient`. Leaving the
 context cancels the server and waits for it to finish.
@@ -30,6 +31,7 @@ def make_config(conf: Mapping[str, Any] | None = None) -> Any:
     cfg.server.bind_default.host = "127.0.0.1"
     cfg.server.bind_default.port = 0
     cfg.server.mqtt.uri = f"mqtt://127.0.0.1:{free_port()}"
+    cfg.server.no_broker = "standalone"  # (the default would host a broker there)
     for key, value in (conf or {}).items():
         apply_override(cfg, f"{key}={value!r}")
     return cfg

@@ -26,7 +26,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_port(port: int, timeout: float = START_TIMEOUT, proc: subprocess.Popen | None = None) -> None:
+def wait_port(port: int, timeout: float = START_TIMEOUT,
+              proc: subprocess.Popen | None = None) -> None:
     """Wait until something accepts connections on 127.0.0.1:port."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -46,16 +47,23 @@ def distkv_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "distkv", *args]
 
 
-def base_config(port: int, extra: Sequence[str] = ()) -> list[str]:
-    """Global options for a test: no config file, 127.0.0.1, the given port."""
+def base_config(port: int, extra: Sequence[str] = (), *,
+                no_broker: str | None = "standalone") -> list[str]:
+    """Global options for a test: no config file, 127.0.0.1, the given port.
+
+    The broker address is a free port (never the shared 1883); ``no_broker``
+    is the policy for it — standalone unless the test asks for another one
+    (``None``: the configuration's default, i.e. host a broker there).
+    ``extra`` comes last, so it can override all of this.
+    """
     return [
         "-c", "/dev/null",
         "-C", f"server.bind_default.port={port}",
         "-C", "server.bind_default.host=127.0.0.1",
         "-C", f"connect.port={port}",
         "-C", "connect.host=127.0.0.1",
-        # No broker in single-server tests: a port where nothing listens.
         "-C", f"server.mqtt.uri=mqtt://127.0.0.1:{free_port()}",
+        *(("-C", f"server.no_broker={no_broker}") if no_broker else ()),
         *extra,
     ]
 
@@ -63,7 +71,8 @@ def base_config(port: int, extra: Sequence[str] = ()) -> list[str]:
 class ServerProc:
     """A `distkv server` process on 127.0.0.1; a context manager.
 
-    ``args`` are the arguments after ``server`` (e.g. ``["-I", "Testing", "n1"]``).
+    ``args`` are the arguments after ``server`` (e.g. ``["-I", "Testing", "n1"]``);
+    ``no_broker`` as for :func:`base_config` (standalone unless asked otherwise).
     """
 
     def __init__(
@@ -74,8 +83,10 @@ class ServerProc:
         global_args: Sequence[str] = (),
         cwd: str | os.PathLike | None = None,
         env: dict | None = None,
+        no_broker: str | None = "standalone",
     ):
         self.port = port or free_port()
+        self.no_broker = no_broker
         self.args = list(args)
         self.global_args = list(global_args)
         self.cwd = cwd
@@ -87,7 +98,8 @@ class ServerProc:
         env = dict(os.environ if self.env is None else self.env)
         env.setdefault("PYTHONUNBUFFERED", "1")
         self.proc = subprocess.Popen(
-            distkv_cmd(*base_config(self.port, self.global_args), "server", *self.args),
+            distkv_cmd(*base_config(self.port, self.global_args, no_broker=self.no_broker),
+                       "server", *self.args),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -1,18 +1,23 @@
-"""The embedded MQTT broker: our backends and other v5 clients through it; v3 clients refused."""
+"""The embedded MQTT broker: our backends and other v5 clients through it; v3 clients refused;
+hosting it when no broker answers (``server.no_broker: host``), and taking it over."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 import anyio
 import pytest
+from brokers import Mosquitto, mosquitto_fixture  # noqa: F401
 from moat.lib.mqtt import MQTTConnectPacket, QoS, ReasonCode
 from moat.lib.mqtt.async_broker import MQTTAuthenticator
 from moat.lib.mqtt.async_client import AsyncMQTTClient
 from procs import free_port
 
+from distkv.server.backend import connect_backend, probe_broker
 from distkv.server.backend.broker import EmbeddedBroker, connect_protocol_level, embedded_broker
 from distkv.server.backend.mqtt import MQTTBackend
+from distkv.server.backend.serf import SerfBackend
 from distkv.server.backend.topic import Message
 
 pytestmark = pytest.mark.anyio
@@ -207,3 +212,91 @@ async def test_the_broker_binds_the_given_port() -> None:
         with pytest.raises(OSError):
             async with embedded_broker("127.0.0.1", port):
                 pass
+
+
+# --- server.no_broker: host ------------------------------------------------------------------
+
+
+async def test_the_probe_tells_a_hosted_broker_from_other_listeners(mosquitto: Mosquitto) -> None:
+    assert await probe_broker("127.0.0.1", free_port()) is None
+    async with embedded_broker() as broker:
+        assert await probe_broker("127.0.0.1", broker.port) == "distkv"
+        with anyio.fail_after(TIMEOUT):  # the probe says goodbye
+            while broker._client_sessions:  # noqa: ASYNC110
+                await anyio.sleep(0.02)
+    assert await probe_broker("127.0.0.1", mosquitto.port) == "other"
+    async with await anyio.create_tcp_listener(local_host="127.0.0.1") as silent:
+        port = silent.extra(anyio.abc.SocketAttribute.local_port)
+        assert await probe_broker("127.0.0.1", port, wait=0.3) == "other"
+
+
+def host_cfg(uri: str, **more: object) -> dict:
+    return {"mqtt": {"uri": uri, "retry_max": 0.3}, "no_broker": "host", **more}
+
+
+async def test_host_policy_hosts_a_broker_where_none_answers(
+        caplog: pytest.LogCaptureFixture) -> None:
+    port = free_port()
+    a = await connect_backend(host_cfg(f"mqtt://127.0.0.1:{port}"), "a")
+    async with a:
+        await connected(a)
+        assert isinstance(a, MQTTBackend) and a.hosting and a.hosting.port == port
+        assert await probe_broker("127.0.0.1", port) == "distkv"
+    assert f"no broker at mqtt://127.0.0.1:{port}: hosting an embedded one there" in caplog.text
+
+
+async def test_when_the_hosting_server_goes_another_one_hosts_the_broker(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "distkv")
+    uri = f"mqtt://127.0.0.1:{free_port()}"
+    a_up, a_stop = anyio.Event(), anyio.Event()
+
+    async def run_a() -> None:
+        async with await connect_backend(host_cfg(uri), "a") as a:
+            await connected(a)
+            a_up.set()
+            await a_stop.wait()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run_a)
+        with anyio.fail_after(TIMEOUT):
+            await a_up.wait()
+        b = await connect_backend(host_cfg(uri), "b")
+        assert isinstance(b, MQTTBackend) and b.host_broker
+        assert f"{uri} is hosted by a distkv server: one of us takes over if it goes" in caplog.text
+        async with b:
+            await connected(b)
+            assert not b.hosting
+            a_stop.set()  # a leaves, and its broker with it
+            with anyio.fail_after(TIMEOUT):
+                while not (b.hosting and b.connected):  # noqa: ASYNC110
+                    await anyio.sleep(0.02)
+
+
+async def test_a_broker_that_no_server_hosts_is_not_taken_over(mosquitto: Mosquitto) -> None:
+    c = await connect_backend(host_cfg(mosquitto.uri), "c")
+    assert isinstance(c, MQTTBackend) and not c.host_broker
+    async with c:
+        await connected(c)
+        mosquitto.stop()
+        with anyio.fail_after(TIMEOUT):
+            while c.connected:  # noqa: ASYNC110
+                await anyio.sleep(0.02)
+        await anyio.sleep(1)  # several reconnection attempts
+        assert not c.hosting and not c.connected
+        assert await probe_broker("127.0.0.1", mosquitto.port) is None  # the port stays free
+        mosquitto.start()
+        await connected(c)
+
+
+async def test_host_policy_waits_where_no_broker_can_be_hosted(
+        caplog: pytest.LogCaptureFixture) -> None:
+    remote = await connect_backend(host_cfg("mqtt://192.0.2.1:1883"), "r", probe_time=0.2)
+    assert isinstance(remote, MQTTBackend) and not remote.host_broker
+    port = free_port()
+    serf = await connect_backend(
+        {"backend": "serf", "serf": {"host": "127.0.0.1", "port": port}, "no_broker": "host"}, "s")
+    assert isinstance(serf, SerfBackend)
+    assert ("no broker at mqtt://192.0.2.1:1883, and this server cannot host one there "
+            "(only mqtt:// on a local address): replication starts once it answers") in caplog.text
+    assert f"no broker at serf://127.0.0.1:{port}, and this server cannot host one" in caplog.text

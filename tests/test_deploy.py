@@ -129,6 +129,7 @@ class Site:
             f"connect:\n  host: 127.0.0.1\n  port: {self.port}\n"
             f"server:\n  bind_default:\n    host: 127.0.0.1\n    port: {self.port}\n"
             f"  mqtt:\n    uri: mqtt://127.0.0.1:{free_port()}\n"
+            "  no_broker: standalone\n"  # one server: no broker to host
         )
         self.env = dict(
             os.environ,

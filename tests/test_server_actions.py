@@ -600,7 +600,7 @@ def test_tls_listener(tmp_path: FSPath) -> None:
 
 
 def test_empty_standalone_server_starts_a_new_network() -> None:
-    with inproc_server("e1") as srv:
+    with inproc_server("e1", conf={"server.no_broker": "standalone"}) as srv:
         with WireClient(srv.ports[0], qlen=10) as cl:
             assert cl.greeting["tick"] == 0
             assert items(stream(cl, "get_tree", path=P())) == []

@@ -1,4 +1,4 @@
-"""``distkv server`` as a real process: options, output, signals, systemd."""
+"""``distkv server`` as a real process: options, output, signals, systemd, the broker it hosts."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import shlex
 import signal
 import socket
 import subprocess
+import time
 from pathlib import Path as FSPath
 from typing import Any
 
@@ -30,7 +31,7 @@ def get(port: int, *path: Any) -> dict:
 
 
 def test_init_serves_and_sigterm_exits_cleanly() -> None:
-    srv = ServerProc(["-I", "Testing", "n1"]).start()
+    srv = ServerProc(["-I", "Testing", "n1"], no_broker="standalone").start()
     try:
         with WireClient(srv.port) as c:
             assert c.greeting["node"] == "n1" and c.greeting["tick"] == 1
@@ -171,3 +172,44 @@ def test_port_in_use() -> None:
     assert r.returncode == 1
     assert r.stderr.strip().splitlines()[-1] == \
         f"ServerError: Cannot listen on 127.0.0.1:{port}: Address already in use"
+
+
+def test_default_config_hosts_a_broker_that_other_servers_join_and_take_over() -> None:
+    # the flow of the tutorial's "Start the server" on one host, with the default
+    # no_broker policy (host): the first server hosts the broker, the second joins
+    # it and syncs; when the first goes, the second hosts the broker, and the
+    # first, restarted without -I, syncs from it
+    broker = free_port()
+    p1, p2 = free_port(), free_port()
+    common = ["-C", f"server.mqtt.uri=mqtt://127.0.0.1:{broker}",
+              "-C", f"hostmap.demo=127.0.0.1:{p1}", "-C", f"hostmap.demo2=127.0.0.1:{p2}"]
+    one = ServerProc(["-I", "Testing", "demo"], port=p1, global_args=common, no_broker=None)
+    two = ServerProc(["demo2"], port=p2, global_args=common, no_broker=None)
+    again = ServerProc(["demo"], port=p1, global_args=common, no_broker=None)
+    try:
+        one.start()
+        wait_port(broker)
+        two.start()  # it only listens once it has the data
+        assert two.client("data", ":").stdout == "'Testing'\n"
+        assert two.client("data", "one", "set", "-v", ":", "eins").returncode == 0
+        wait_value(one, "one", "'eins'\n")
+        assert one.stop() == 0
+        wait_port(broker)  # two hosts it now
+        assert two.client("data", "two", "set", "-v", ":", "zwei").returncode == 0
+        again.start()
+        assert again.client("data", "two").stdout == "'zwei'\n"
+        assert again.client("data", ":").stdout == "'Testing'\n"
+    finally:
+        for srv in (one, two, again):
+            srv.stop()
+    hosting = f"no broker at mqtt://127.0.0.1:{broker}: hosting an embedded one there"
+    assert hosting in one.output and hosting in two.output and hosting not in again.output
+    assert "running standalone" not in one.output + two.output + again.output
+    assert "Traceback" not in one.output + two.output + again.output
+
+
+def wait_value(srv: ServerProc, path: str, text: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while (out := srv.client("data", path).stdout) != text:
+        assert time.monotonic() < deadline, f"{path}: {out!r}, not {text!r}"
+        time.sleep(0.2)

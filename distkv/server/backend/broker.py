@@ -19,6 +19,11 @@ Compared with the library's broker, a client that goes away (cleanly or not)
 loses its subscriptions, a reconnect with the same client id replaces the old
 connection, a client silent for 1.5 × its keep-alive is disconnected, and a
 refused CONNECT is answered before the connection closes.
+
+Every CONNACK carries the user property ``hosted-by: distkv`` (:data:`HOSTED_BY`):
+that is how a server tells a broker hosted by another distkv server (whose
+place it may take when that server goes away) from a broker somebody runs
+on purpose, such as mosquitto (whose port it must leave alone).
 """
 
 from __future__ import annotations
@@ -33,14 +38,16 @@ from typing import Any
 import anyio
 from anyio.abc import ByteStream, Listener, SocketAttribute, TaskStatus
 from attrs import define, field
-from moat.lib.mqtt import MQTTClientState, MQTTConnectPacket, MQTTException
+from moat.lib.mqtt import MQTTClientState, MQTTConnAckPacket, MQTTConnectPacket, MQTTException
+from moat.lib.mqtt._types import decode_packet
 from moat.lib.mqtt.async_broker import AsyncMQTTBroker, AsyncMQTTClientSession
 
-__all__ = ["EmbeddedBroker", "embedded_broker", "serve_broker"]
+__all__ = ["HOSTED_BY", "EmbeddedBroker", "embedded_broker", "serve_broker"]
 
 logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 10.0
+HOSTED_BY = ("hosted-by", "distkv")  # the CONNACK user property that marks our broker
 # MQTT 3.1.1 CONNACK: no session present, return code 1 (unacceptable protocol version)
 _CONNACK_OLD_PROTOCOL = b"\x20\x02\x00\x01"
 
@@ -110,10 +117,12 @@ class EmbeddedBroker(AsyncMQTTBroker):
                     try:
                         packets = sm.feed_bytes(chunk)
                         for packet in packets:
-                            await self.handle_packet(packet, session, stream)
                             if isinstance(packet, MQTTConnectPacket):
+                                await self._connect(packet, session, stream)
                                 keep = packet.keep_alive
                                 timeout = keep * 1.5 if keep else math.inf
+                            else:
+                                await self.handle_packet(packet, session, stream)
                     except MQTTException as exc:
                         logger.info("MQTT client %s: protocol error: %s", sm.client_id if added
                                     else "?", exc)
@@ -127,6 +136,22 @@ class EmbeddedBroker(AsyncMQTTBroker):
         finally:
             if added:
                 self.remove_client_session(session)
+
+    async def _connect(
+        self, packet: MQTTConnectPacket, session: AsyncMQTTClientSession, stream: ByteStream
+    ) -> None:
+        """Let the library answer a CONNECT, then add :data:`HOSTED_BY` to its CONNACK."""
+        out = session.state_machine._out_buffer  # noqa: SLF001  (no API to add properties)
+        mark = len(out)
+        await self.handle_packet(packet, session, stream)
+        ack = bytes(out[mark:])
+        if not ack:
+            return
+        _, answer = decode_packet(memoryview(ack))
+        if isinstance(answer, MQTTConnAckPacket):  # (nothing else answers a CONNECT)
+            del out[mark:]
+            answer.user_properties[HOSTED_BY[0]] = HOSTED_BY[1]
+            answer.encode(out)
 
     def add_client_session(self, session: AsyncMQTTClientSession) -> None:
         cid = session.state_machine.client_id
