@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import getpass
 import re
+import warnings
 from collections.abc import Callable, Container, Iterable, Mapping
 from importlib import import_module
 from typing import Any
@@ -90,6 +91,18 @@ def _number(text: str) -> Any:
         return text
 
 
+def read_secret(prompt: str) -> str:
+    """Ask for a secret without echo (:func:`getpass.getpass`).
+
+    Without a terminal (a secret piped in by a script) getpass says that the
+    input may be echoed; its additional Python warning, which would be logged
+    with a source line, is dropped.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", getpass.GetPassWarning)
+        return getpass.getpass(prompt)
+
+
 def parse_auth_args(
     tokens: Iterable[str],
     *,
@@ -100,11 +113,11 @@ def parse_auth_args(
     """Parameters from ``key=value`` / ``key?`` / ``key?=Prompt`` tokens.
 
     ``strings`` are keys whose values are never turned into ints; ``prompt``
-    reads a secret (default: :func:`getpass.getpass`); ``into`` is updated
+    reads a secret (default: :func:`read_secret`); ``into`` is updated
     and returned if given. Error texts never show a token (it might be a
     mistyped password).
     """
-    ask = prompt if prompt is not None else getpass.getpass
+    ask = prompt if prompt is not None else read_secret
     res = {} if into is None else into
     for n, tok in enumerate(tokens, 1):
         key, eq, value = tok.partition("=")

@@ -95,7 +95,8 @@ async def cli(
     if load and nodes:
         raise click.UsageError("Loading a file (-l) and fetching from NODES exclude each other.")
     if incremental and not save:
-        raise click.UsageError("'-i' only makes sense with '-s FILE'.")
+        raise click.UsageError(
+            "'-i' only makes sense with '-s FILE'. (A new network starts with '-I VALUE'.)")
     value = init_value(init, eval_)
 
     server = Server(

@@ -8,7 +8,9 @@ Typical setup (the tutorial's)::
 
 Without ``-m`` a command uses the active method, or the only configured
 one. ``user param USER acl NAME`` / ``user param USER conv NAME`` give a user
-an ACL or a converter group (takes effect at their next login).
+an ACL or a converter group (takes effect at their next login). The
+tutorial's spellings ``user set param …`` and ``user modify --aux
+codec=NAME name=USER`` work too (hidden: 0.65.0 never had them).
 
 Fixed against 0.65.0 (15 #41): ``user get``/``user mod`` work for the
 built-in methods, ``init`` sees an active method, guessing the method prints
@@ -181,21 +183,6 @@ async def add(obj: Any, args: tuple[str, ...]) -> None:
 
 
 @user.command()
-@click.argument("ident")
-@click.argument("args", nargs=-1, metavar="KEY=VALUE|KEY?|KEY?=PROMPT…")
-@click.pass_obj
-async def mod(obj: Any, ident: str, args: tuple[str, ...]) -> None:
-    """Change user IDENT, e.g. 'password?' for a new password."""
-    cls = _maker(obj, await _need_method(obj))
-    client = await obj.connect()
-    old = await cls.recv(client, ident)
-    params = _params(cls, args, into=old.export())
-    u = cls.build(params, initial=False)
-    u.chain = old.chain if u.ident == ident else None
-    await _send(obj, u)
-
-
-@user.command()
 @click.option("-n", "--new", is_flag=True, help="Start afresh instead of changing the record.")
 @click.argument("ident")
 @click.argument("type_", metavar="TYPE")
@@ -209,6 +196,12 @@ async def param(obj: Any, new: bool, ident: str, type_: str, key: str, args: tup
     Extra KEY=VALUE arguments are stored alongside. Takes effect at the
     user's next login.
     """
+    await _set_param(obj, ident, type_, key, args, new=new)
+
+
+async def _set_param(obj: Any, ident: str, type_: str, key: str, args: tuple[str, ...] = (),
+                     *, new: bool = False) -> None:
+    """Store ``{key: KEY, …args}`` as the user's TYPE record and confirm it."""
     from distkv.auth import parse_auth_args
     from distkv.util.yaml import yprint
 
@@ -236,6 +229,64 @@ async def param(obj: Any, new: bool, ident: str, type_: str, key: str, args: tup
         yprint(res, stream=obj.stdout)
     else:
         print(ident, type_, key, file=obj.stdout)
+
+
+# The tutorial's spellings, which 0.65.0 never had: ``user set param …`` and
+# ``user modify --aux codec=NAME name=USER``.
+
+@user.group("set", hidden=True)
+async def set_() -> None:
+    """Same as 'user param' (the tutorial's spelling)."""
+
+
+set_.add_command(param)
+
+_AUX_TYPES = {"acl": "acl", "codec": "conv", "conv": "conv"}
+
+
+@user.command(hidden=True)
+@click.option("--aux", multiple=True, metavar="KEY=NAME",
+              help="acl=NAME or codec=NAME: the user's ACL or converter group.")
+@click.argument("args", nargs=-1, metavar="name=USER [KEY=VALUE…]")
+@click.pass_obj
+async def modify(obj: Any, aux: tuple[str, ...], args: tuple[str, ...]) -> None:
+    """Change user USER: '--aux' as with 'user param', other parameters as with 'user mod'."""
+    names = [a.partition("=")[2] for a in args if a.startswith("name=")]
+    rest = tuple(a for a in args if not a.startswith("name="))
+    if len(names) != 1 or not names[0]:
+        raise click.UsageError("Name the user: name=USER.")
+    settings = []
+    for item in aux:
+        k, eq, v = item.partition("=")
+        if not eq or k not in _AUX_TYPES or not v:
+            raise click.UsageError(f"--aux {item}: use acl=NAME or codec=NAME.")
+        settings.append((_AUX_TYPES[k], v))
+    if not settings and not rest:
+        raise click.UsageError("Nothing to change.")
+    if rest:
+        await _modify(obj, names[0], rest)
+    for type_, name in settings:
+        await _set_param(obj, names[0], type_, name)
+
+
+@user.command()
+@click.argument("ident")
+@click.argument("args", nargs=-1, metavar="KEY=VALUE|KEY?|KEY?=PROMPT…")
+@click.pass_obj
+async def mod(obj: Any, ident: str, args: tuple[str, ...]) -> None:
+    """Change user IDENT, e.g. 'password?' for a new password."""
+    await _modify(obj, ident, args)
+
+
+async def _modify(obj: Any, ident: str, args: tuple[str, ...]) -> None:
+    """Apply ``KEY=VALUE…`` to user IDENT's record and store it."""
+    cls = _maker(obj, await _need_method(obj))
+    client = await obj.connect()
+    old = await cls.recv(client, ident)
+    params = _params(cls, args, into=old.export())
+    u = cls.build(params, initial=False)
+    u.chain = old.chain if u.ident == ident else None
+    await _send(obj, u)
 
 
 @user.command("auth")

@@ -111,6 +111,10 @@ async def set_(obj: Any, path: str, encode: IO[str] | None, decode: IO[str] | No
     for key in ("encode", "decode"):
         if key not in rec:
             rec[key] = read_script(f"{key} 'value'", until_blank=True)
+            if not rec[key].strip():
+                raise click.UsageError(
+                    f"The {key}r script is empty. On standard input, the encoder comes"
+                    " first, then an empty line, then the decoder.")
     if in_:
         rec["in"] = [*rec.get("in", ()), *_pairs(in_, "'-i'")]
     if out:

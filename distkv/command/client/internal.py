@@ -68,8 +68,12 @@ async def dump(ctx: click.Context, path: str) -> None:
     res = await client._request(
         "get_tree_internal", path=to_path(path), iter=True, nchain=obj.meta
     )
+    from distkv.util.path import PathLongener
+
+    longer = PathLongener()  # the records come with shortened paths
     tree: dict = {}
     async for rec in res:
+        longer(rec)
         rec.pop("seq", None)
         node = tree
         for elem in rec.pop("path", ()):
