@@ -31,7 +31,7 @@ def test_sphinx_build_has_no_warnings(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stdout + res.stderr
     assert res.stderr == ""
     for page in ("index", "quickstart", "tutorial", "cli", "protocol", "python",
-                 "deployment", "differences", "architecture"):
+                 "deployment", "differences", "architecture", "extensions"):
         assert (tmp_path / "html" / f"{page}.html").is_file(), page
 
 

@@ -104,11 +104,13 @@ class Runner:
     """A ``distkv client [-C connect.name=NAME] run ARGS… all`` process, output in a file."""
 
     def __init__(self, server: ServerProc, name: str, *args: str, directory: FSPath,
-                 verb: tuple[str, ...] = ("run",), run: str = "all"):
+                 verb: tuple[str, ...] = ("run",), run: str = "all",
+                 conf: tuple[str, ...] = ()):
         self.name = name
         self.log = directory / f"runner-{name}-{time.monotonic_ns()}.log"
-        cmd = distkv_cmd(*base_config(server.port, [*server.global_args, "-C",
-                                                    f"connect.name={name}"]),
+        overrides = [f"connect.name={name}", *conf]
+        cmd = distkv_cmd(*base_config(server.port, [*server.global_args,
+                                                    *(a for o in overrides for a in ("-C", o))]),
                          "client", *verb, *args, run)
         with self.log.open("w") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
@@ -242,7 +244,9 @@ async def test_repeat_timing(server: ServerProc, runners: Callable[..., Runner])
                         starts.append(st["started"])
                     if len(starts) == 4:
                         break
-        state = await wait_value(client, spath, lambda v: v.get("result", 0) >= 4)
+        # (the next start is noted a moment after the run ended: up to start_delay)
+        state = await wait_value(client, spath,
+                                 lambda v: v.get("result", 0) >= 4 and "reason" in v)
         assert (await client.get(P("counter"))).value >= 4
     gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
     # the next run starts 'repeat' seconds after the last one stopped
@@ -350,6 +354,61 @@ async def test_any_runner_failover(server: ServerProc, runners: Callable[..., Ru
         await anyio.sleep(0.5)
         assert (await client.get(spath)).get("value") is None  # the runner didn't rewrite it
     assert cli(server, "run", "list", "-s") == ""
+
+
+async def states_started(client: Client, path: Any) -> dict[str, float]:
+    """The ``started`` time of every job state below ``path``, by the job's last name."""
+    found = {}
+    async for rec in client.get_tree(P(path)):
+        value = rec.get("value")
+        if isinstance(value, dict) and value.get("started"):
+            found[rec["path"][-1]] = value["started"]
+    return found
+
+
+async def test_start_delay_between_starts(server: ServerProc,
+                                          runners: Callable[..., Runner]) -> None:
+    cli(server, "code", "set", "noop", input="return 1\n")
+    for i in range(4):
+        cli(server, "run", "-n", "s1", "set", "-c", "noop", "-t", "0", f"j{i}")
+    runners("s1", "-n", "s1", conf=("runner.start_delay=0.5",))
+    async with connect(server) as client:
+        with anyio.fail_after(20):
+            while len(started := await states_started(client, STATES + ("at", "s1"))) < 4:  # noqa: ASYNC110
+                await anyio.sleep(0.1)
+    times = sorted(started.values())
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    # every job was due at once; one starts per start_delay
+    assert all(g >= 0.45 for g in gaps), gaps
+
+
+async def test_any_group_hands_over_without_a_pause(
+    server: ServerProc, runners: Callable[..., Runner]
+) -> None:
+    # Long gaps: the next runner is tagged 0.8 s after its ping. The runner in charge
+    # keeps starting jobs until then, so no job waits for the hand-over.
+    slow = ("runner.actor.cycle=2.5", "runner.actor.gap=0.8", "runner.start_delay=0.01")
+    cli(server, "code", "set", "noop", input="return 1\n")
+    cli(server, "run", "set", "-c", "noop", "-t", "0", "warm")
+    for name in ("r1", "r2", "r3"):
+        runners(name, conf=slow)
+    async with connect(server) as client:
+        await wait_value(client, STATES + ("any", "default", "warm"),
+                         lambda v: v.get("result") == 1, within=20)
+        base = time.time() + 1
+        targets = {f"j{i}": base + 0.25 * i for i in range(32)}  # 8 s: several hand-overs
+        for name, t in targets.items():
+            await client.set(JOBS + ("any", "default", "lat", name),
+                             {"code": P("noop"), "target": t})
+        with anyio.fail_after(30):
+            while True:
+                started = await states_started(client, STATES + ("any", "default", "lat"))
+                if len(started) == len(targets):
+                    break
+                await anyio.sleep(0.2)
+    late = sorted(started[name] - t for name, t in targets.items())
+    assert late[0] >= 0, late
+    assert late[-1] < 0.5, late  # (jobs due in a hand-over used to wait up to 0.8 s)
 
 
 async def test_single_and_all_runners(server: ServerProc,

@@ -170,8 +170,9 @@ async def test_single_node_job_runs_only_on_its_node(
     runners(per_node=True)
     # set through n1, run by r2 (attached to n2), seen on n3
     await wait_value(n3.port, P("ran.r2"), lambda v: v >= 3, within=20)
+    # (the next start is noted a moment after a run ended: up to start_delay)
     state = await wait_value(n3.port, STATES + ("at", "r2", "default", "job"),
-                             lambda v: v.get("result") == "r2")
+                             lambda v: v.get("result") == "r2" and "reason" in v)
     assert state["reason"] == "repeat"
     async with open_client(connect={"host": "127.0.0.1", "port": n3.port}) as client:
         ran = {tuple(r["path"]) async for r in client.get_tree(P("ran"))}

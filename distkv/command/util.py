@@ -1,7 +1,9 @@
 """Helpers shared by the CLI commands.
 
 * :class:`LazyGroup`: a click group whose subcommands are imported on first
-  use (built-in modules plus ``distkv_ext.<name>.<sub>`` extensions);
+  use (built-in modules plus ``distkv_ext.<name>.<sub>`` extensions;
+  :func:`extensions` finds those, :func:`merge_ext_config` adds their
+  configuration);
 * :func:`attr_args` / :func:`build_value`: the ``-v``/``-e``/``-p NAME VALUE``
   options and the value they build;
 * :class:`DictFolder`: ``-d KEY`` output, folding ``(path, value)`` results
@@ -27,11 +29,13 @@ import anyio
 import asyncclick as click
 
 from distkv.exceptions import DistKVError
-from distkv.util import NotGiven, attrdict, combine_dict
+from distkv.util import NotGiven, attrdict
+from distkv.util.extensions import EXT_PACKAGE, NO_LOAD, enabled_extensions, merge_ext_config
 from distkv.util.path import P, Path
 
 __all__ = [
     "EXT_PACKAGE",
+    "NO_LOAD",
     "LazyGroup",
     "extensions",
     "merge_ext_config",
@@ -46,7 +50,6 @@ __all__ = [
     "primary_exception",
 ]
 
-EXT_PACKAGE = "distkv_ext"
 DATE_WINDOW = 366 * 24 * 3600  # -D: numbers within this many seconds of now are dates
 
 
@@ -54,44 +57,8 @@ DATE_WINDOW = 366 * 24 * 3600  # -D: numbers within this many seconds of now are
 
 
 def extensions(sub: str) -> dict[str, str]:
-    """Installed extensions providing ``distkv_ext.<name>.<sub>``: name -> module."""
-    try:
-        ns = importlib.import_module(EXT_PACKAGE)
-    except ImportError:
-        return {}
-    found = {}
-    for info in pkgutil.iter_modules(getattr(ns, "__path__", ())):
-        if not info.ispkg:
-            continue
-        modname = f"{EXT_PACKAGE}.{info.name}.{sub}"
-        try:
-            spec = importlib.util.find_spec(modname)
-        except ImportError:
-            continue
-        if spec is not None:
-            found[info.name] = modname
-    return found
-
-
-def merge_ext_config(cfg: dict, name: str) -> None:
-    """Merge the ``_config.yaml`` of extension ``name`` into ``cfg`` without overriding."""
-    from importlib.resources import files
-
-    from distkv.config import to_attrdict
-    from distkv.util.yaml import yload
-
-    try:
-        res = files(f"{EXT_PACKAGE}.{name}").joinpath("_config.yaml")
-    except (ImportError, TypeError):
-        return
-    if not res.is_file():
-        return
-    data = yload(res.read_text())
-    if not isinstance(data, dict):
-        return
-    merged = to_attrdict(combine_dict(cfg, data))
-    cfg.clear()
-    cfg.update(merged)
+    """Enabled extensions providing ``distkv_ext.<name>.<sub>``: name -> module."""
+    return enabled_extensions(sub)
 
 
 class LazyGroup(click.Group):

@@ -8,11 +8,12 @@ says so. The runners of a group coordinate with an asyncactor
 
 Any-node groups
     A runner starts jobs only while it is *in charge*: from its actor's
-    ``TagEvent`` until another member's ping (or a ``DetagEvent``) shows
-    that the turn has passed on. So normally exactly one runner of the
-    group is in charge; when two briefly think they are, the state write
-    that claims a job (conditional on the state's chain) lets only one of
-    them start it.
+    ``TagEvent`` until ``gap`` seconds after another member's ping (or a
+    ``DetagEvent``) showed that the turn passes on. The next runner is
+    tagged ``gap`` after its ping, so the turn is handed over without a
+    pause in which nobody starts due jobs. Around a hand-over two runners
+    may briefly be in charge; the state write that claims a job
+    (conditional on the state's chain) lets only one of them start it.
 
     A runner that is not heard of for ``(cycle + 2.5·gap) · (members + 2.5)``
     seconds is dead (``members``: the runners the actor has seen). The runner
@@ -36,9 +37,8 @@ All-node groups (``-n -``)
     Every runner of the group runs every job, with a state subtree of its own.
 
 Jobs start on time (plus ``runner.start_delay`` between two starts), except
-that an any-node group has nobody in charge for about ``gap`` seconds at
-each hand-over, and a new group's first runner is in charge only after its
-first turn, about ``2 · cycle + 2.5 · gap`` after it started.
+that a new any-node group's first runner is in charge only after its first
+turn, about ``2 · cycle + 2.5 · gap`` after it started.
 
 A runner that stops (SIGTERM) marks its running jobs as interrupted, which
 makes the next runner in charge start them at once. On start, a runner
@@ -262,6 +262,10 @@ class RunnerRoot(ClientRoot):
         """Look at the schedule again (soon)."""
         self._wake.set()
 
+    def may_start(self) -> bool:
+        """Whether this runner starts due jobs now."""
+        return self.in_charge
+
     # --- errors -----------------------------------------------------------------------------
 
     async def record_error(self, path: Path, **kw: Any) -> None:
@@ -367,17 +371,18 @@ class RunnerRoot(ClientRoot):
     async def _scheduler(self) -> None:
         try:
             await self._reset_leftovers()
-            start_delay = float(self._cfg.get("start_delay") or 0)
             while True:
                 self._wake = anyio.Event()
                 wait = math.inf
-                if self.in_charge:
+                if self.may_start():
                     wait = await self._scan()
                     if wait == 0:
-                        wait = start_delay  # one start per start_delay
-                if wait > 0:
-                    with anyio.move_on_after(wait):
-                        await self._wake.wait()
+                        # one start per start_delay: what the start itself changes
+                        # (the claim's echo, …) must not cut this short
+                        await anyio.sleep(float(self._cfg.get("start_delay") or 0))
+                        continue
+                with anyio.move_on_after(wait):
+                    await self._wake.wait()
         finally:
             self.code.remove_listener(self._code_changed)
 
@@ -469,6 +474,27 @@ class AnyRunnerRoot(RunnerRoot):
 
     KIND = "any"
 
+    def __init__(self, client: Client, path: Any, **kw: Any):
+        super().__init__(client, path, **kw)
+        #: While handing over: the (monotonic) time the turn ends.
+        self._release_at: float | None = None
+
+    def may_start(self) -> bool:
+        release = self._release_at
+        if release is not None and time.monotonic() >= release:
+            self._release_at = None
+            self.in_charge = False
+            logger.debug("%s: handed over", self)
+        return self.in_charge
+
+    def _hand_over(self) -> None:
+        """Another runner's turn begins: stay in charge until it is tagged."""
+        if not self.in_charge or self._release_at is not None:
+            return
+        act = self.actor
+        gap = act._gap if act is not None else 0.0  # noqa: SLF001 (the agreed tag delay)
+        self._release_at = time.monotonic() + gap
+
     def _actor_value(self) -> float:
         # the load headroom: of colliding pings, the less busy runner wins
         try:
@@ -488,19 +514,20 @@ class AnyRunnerRoot(RunnerRoot):
         act = self.actor
         hist = msg.get("history") or ()
         if act is not None and list(hist[1:2]) == act.history[0:1]:
-            self.in_charge = False
+            self._hand_over()
 
     async def _actor_event(self, act: ClientActor, event: Any) -> None:
         if isinstance(event, TagEvent):
             if not self.in_charge:
                 logger.debug("%s: in charge", self)
             self.in_charge = True
+            self._release_at = None
             await act.set_value(self._actor_value())
             self.wake()
         elif isinstance(event, DetagEvent) or (
             isinstance(event, PingEvent) and event.node != self.runner_name
         ):
-            self.in_charge = False
+            self._hand_over()
         await super()._actor_event(act, event)
 
 

@@ -3,9 +3,10 @@
 Startup (:meth:`Server.serve`):
 
 1. The backend is chosen (:func:`~distkv.server.backend.connect_backend`):
-   a broker or agent (kept connected in the background), the in-memory bus,
-   or — without a reachable broker — standalone, or no start at all if
-   ``server.no_broker`` is ``fail``. With a medium, a
+   a broker or agent (kept connected in the background), or the in-memory
+   bus. Without a reachable broker, ``server.no_broker`` decides: host an
+   embedded broker there (the default), run standalone, keep waiting, or
+   refuse to start (``fail``). With a medium, a
    :class:`~distkv.server.replication.Replicator` joins the network.
 2. ``-I`` (``init``): the root entry gets that value as this node's first
    event (tick 1). ``-l`` (``load``): the file is applied (10 §5); the node's
@@ -48,6 +49,7 @@ from distkv.util.path import P, Path
 
 from . import actions, systemd  # noqa: F401  (importing actions registers them)
 from .backend import Backend, StandaloneBackend, connect_backend
+from .extensions import load_extensions
 from .persist import ChangeLog, load_file, snapshot_chunks
 from .replication import Replicator
 from .replication.sync import fetch_state
@@ -88,6 +90,7 @@ class Server:
         self.cfg = cfg if isinstance(cfg, attrdict) else attrdict(cfg)
         if not isinstance(self.cfg.get("server"), dict):
             raise ServerError("The configuration has no 'server' section")
+        load_extensions(self.cfg)  # their config and actions (distkv_ext.<name>.server)
         self.store = Store(name)
         self.ports: list[int] = []
         self.backend: Backend = StandaloneBackend()

@@ -1,0 +1,1 @@
+"""An extension that its ``.no_load`` file disables."""
