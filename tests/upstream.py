@@ -20,7 +20,7 @@ import functools
 import os
 import subprocess
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,25 +146,43 @@ def broker_fixture() -> Iterator[Broker]:
         yield b
 
 
-def ref_config(port: int, broker_uri: str) -> str:
-    """An upstream config file's text: this port, this broker, 127.0.0.1 only."""
-    return (
+def ref_config(port: int, broker_uri: str, *, ping: tuple[float, float] | None = None,
+               hostmap: Mapping[str, int] | None = None) -> str:
+    """An upstream config file's text: this port, this broker, 127.0.0.1 only.
+
+    ``ping`` is the ping actor's ``(cycle, gap)``; ``hostmap`` names the
+    client port (on 127.0.0.1) of every peer a joining server may fetch from.
+    """
+    text = (
         "server:\n"
         f"  mqtt: {{uri: '{broker_uri}'}}\n"
         f"  bind_default: {{host: 127.0.0.1, port: {port}}}\n"
-        f"connect: {{host: 127.0.0.1, port: {port}}}\n"
     )
+    if ping is not None:
+        text += f"  ping: {{cycle: {ping[0]}, gap: {ping[1]}}}\n"
+    text += f"connect: {{host: 127.0.0.1, port: {port}}}\n"
+    if hostmap:
+        text += "hostmap:\n" + "".join(
+            f"  {name}: '127.0.0.1:{p}'\n" for name, p in hostmap.items())
+    return text
 
 
 class UpstreamServer:
     """An upstream ``distkv server`` on 127.0.0.1; a context manager.
 
     ``args`` follow ``server`` (e.g. ``["-e", "-I", "123", "test_0"]``),
-    ``global_args`` precede it; the config file names the port and the broker.
+    ``global_args`` precede it; the config file names the port and the broker
+    (and ``ping`` timing and a ``hostmap``, see :func:`ref_config`). The
+    server's output goes to a file (a chatty server never blocks on a full
+    pipe); :meth:`log` reads it, :attr:`output` collects it when stopped. A
+    stopped server can be started again (with other ``args``, say); leaving
+    the ``with`` block removes its files.
     """
 
     def __init__(self, venv: RefVenv, broker_uri: str, args: Sequence[str],
-                 *, port: int | None = None, global_args: Sequence[str] = ()):
+                 *, port: int | None = None, global_args: Sequence[str] = (),
+                 ping: tuple[float, float] | None = None,
+                 hostmap: Mapping[str, int] | None = None):
         self.venv = venv
         self.port = port or free_port()
         self.args = list(args)
@@ -173,20 +191,30 @@ class UpstreamServer:
         self.proc: subprocess.Popen | None = None
         self._dir = tempfile.TemporaryDirectory(prefix="distkv-ref-")
         self.config = Path(self._dir.name) / "distkv.cfg"
-        self.config.write_text(ref_config(self.port, broker_uri))
+        self.config.write_text(ref_config(self.port, broker_uri, ping=ping, hostmap=hostmap))
+        self.logfile = Path(self._dir.name) / "server.log"
 
     def start(self, timeout: float = 30.0) -> UpstreamServer:
-        self.proc = subprocess.Popen(
-            [str(self.venv.launcher), "-c", str(self.config), *self.global_args,
-             "server", *self.args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            cwd=self._dir.name,
-            env=ref_env(),
-        )
-        wait_port(self.port, timeout, self.proc)
+        with self.logfile.open("a") as out:
+            self.proc = subprocess.Popen(
+                [str(self.venv.launcher), "-c", str(self.config), *self.global_args,
+                 "server", *self.args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self._dir.name,
+                env=ref_env(),
+            )
+        try:
+            wait_port(self.port, timeout, self.proc)
+        except (RuntimeError, TimeoutError) as exc:
+            self.stop()
+            raise RuntimeError(f"upstream server {self.args}: {exc}\n{self.output[-3000:]}") \
+                from None
         return self
+
+    def log(self) -> str:
+        """What the server printed so far."""
+        return self.logfile.read_text(errors="replace") if self.logfile.exists() else ""
 
     def stop(self, timeout: float = 10.0) -> None:
         p = self.proc
@@ -198,17 +226,16 @@ class UpstreamServer:
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait(timeout)
-            if p.stdout:
-                self.output += p.stdout.read()
-                p.stdout.close()
+            self.output += self.log()
+            self.logfile.unlink()
             self.proc = None
-        self._dir.cleanup()
 
     def __enter__(self) -> UpstreamServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
+        self._dir.cleanup()
 
 
 def ref_cli(venv: RefVenv, port: int, *args: str, input: str | None = None,
