@@ -62,11 +62,14 @@ class Node:
 
         ``supersede`` + ``mark_present`` in one call: this runs for every local
         write. The usual case edits the end of one run of each set directly
-        (the oldest present tick moves on, the newest is appended).
+        (the oldest tick of the newest run moves on — or of the oldest run,
+        if that is where ``dropped`` is — and the newest is appended).
         """
         if dropped is not None:
             b = self.present._b
-            if b and b[0] == dropped and b[1] > dropped + 1:
+            if b and b[-2] == dropped and b[-1] > dropped + 1:
+                b[-2] = dropped + 1
+            elif b and b[0] == dropped and b[1] > dropped + 1:
                 b[0] = dropped + 1
             else:
                 self.present.discard(dropped)

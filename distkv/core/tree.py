@@ -88,13 +88,16 @@ class Entry:
         """
         e = self
         for name in path:
-            ch = e.children
-            child = None if ch is None else ch.get(name)
-            if child is None:
-                if not create:
-                    return None
-                child = Entry(name, e, e.tock)
-            e = child
+            try:
+                e = e.children[name]  # (the usual case: one subscript)
+            except (KeyError, TypeError):  # no such child, no children at all
+                ch = e.children
+                child = None if ch is None else ch.get(name)  # (unhashable: TypeError)
+                if child is None:
+                    if not create:
+                        return None
+                    child = Entry(name, e, e.tock)
+                e = child
         return e
 
     def walk(

@@ -161,19 +161,26 @@ class Command:
     #: runs inline, before the handler's task starts and before the next
     #: request of the connection is read (a watch attaches its listener here)
     prepare: Callable[[Any, dict], None] | None = None
-    _accept: tuple[tuple[str, frozenset[type]], ...] = field(init=False, repr=False)
+    #: a synchronous single-reply handler: the session runs it inline
+    inline: bool = field(init=False, repr=False)
+    _checks: tuple[tuple[str, frozenset[type] | None, bool], ...] = field(
+        init=False, repr=False
+    )
 
     def validate(self, msg: dict) -> None:
         """Check and normalise the request's fields in place; raise ClientError."""
-        for name in self.required:
-            if name not in msg:
+        for name, ok, required in self._checks:
+            if name in msg:
+                if ok is not None and msg[name].__class__ not in ok:
+                    self._normalise(msg)  # (rare: something to convert or to refuse)
+                    return
+            elif required:
                 raise ClientError(f"{self.name}: the field {name!r} is required")
-        for name, ok in self._accept:
-            if name in msg and msg[name].__class__ not in ok:
-                self._normalise(msg)  # (rare: something to convert or to refuse)
-                return
 
     def _normalise(self, msg: dict) -> None:
+        for name in self.required:  # (missing ones are reported first)
+            if name not in msg:
+                raise ClientError(f"{self.name}: the field {name!r} is required")
         fields = self.fields
         gone = None
         for name, v in msg.items():
@@ -196,9 +203,15 @@ class Command:
                 del msg[name]
 
     def __post_init__(self) -> None:
-        # (field name, the classes taken as they are) of the typed fields: a valid
-        # request costs one lookup per typed field (ANY and unknown ones are not checked)
-        self._accept = tuple((n, t.accept) for n, t in self.fields.items() if t is not ANY)
+        # (field name, the classes taken as they are or None for ANY, required) of
+        # the required and the typed fields, required ones first: a valid request
+        # costs one lookup per field here (untyped optional ones are not checked)
+        self._checks = tuple(
+            (n, None if t is ANY else t.accept, n in self.required)
+            for n, t in sorted(self.fields.items(), key=lambda f: f[0] not in self.required)
+            if t is not ANY or n in self.required
+        )
+        self.inline = not (self.stream or self.is_async)
 
 
 class Registry:

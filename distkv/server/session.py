@@ -1,7 +1,7 @@
 """One client connection: greeting, dispatch, streams, ``stop``, errors.
 
-A :class:`Session` owns one byte stream. Its reader loop decodes every message
-that a ``receive()`` brought and dispatches each:
+A :class:`Session` owns one connection. Every chunk of bytes that arrives is
+decoded, and each message in it dispatched:
 
 * ``seq: 0`` is the client's hello (sets the stream window);
 * a ``seq`` of a running request is routed to it (``ack`` or client-stream
@@ -12,13 +12,23 @@ that a ``receive()`` brought and dispatches each:
   tasks of the connection's task group, so a slow stream never blocks other
   requests.
 
-Replies are packed into a pending-output list; one writer task per
-connection hands everything pending to the socket in a single ``send``.
-Output is bounded: whoever queues output (the reader, a stream) waits once
-more than :data:`OUT_HIGH` bytes are pending, so a client that stops reading
-stops being read from — the socket's backpressure, not server memory, absorbs
-it. Before any bytes go out the server's change log is synced, so an
-acknowledged write is in the log before its reply leaves.
+Replies are packed into a pending-output list and handed to the socket in
+one piece per batch. Output is bounded: whoever queues output (the reader, a
+stream) waits once more than :data:`OUT_HIGH` bytes are pending, so a client
+that stops reading stops being read from — the socket's backpressure, not
+server memory, absorbs it. Before any bytes go out the server's change log
+is synced, so an acknowledged write is in the log before its reply leaves.
+
+Two ways to drive a connection, with the same behaviour:
+
+* a plain TCP connection on asyncio is taken over from anyio's stream and
+  served by an :class:`asyncio.Protocol` (:class:`_Protocol`): every received
+  chunk is decoded and dispatched in the transport's callback, its replies go
+  out in one ``write`` at the end, and the transport's write-buffer limits
+  pause reading while the client does not read. Output that tasks queue
+  (streams) is flushed once per event-loop pass;
+* anything else (TLS, trio, in-memory streams) is served by a reader loop
+  over the anyio :class:`~anyio.abc.ByteStream` plus a writer task.
 
 Errors: a failing request gets ``{error: repr(exc), seq, tock}`` (inside a
 stream: the error, then ``end``); unknown or missing actions and bad fields
@@ -40,7 +50,9 @@ ends this connection only.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -75,6 +87,9 @@ _PLAIN = REGISTRY.plain
 RECV_SIZE = 256 * 1024
 INBOX_LEN = 100
 CLOSE_TIMEOUT = 2.0
+# Requests are attrdicts, whose ``__getattr__`` makes every method lookup slow:
+# the hot path calls dict.get directly.
+_msg_get = dict.get
 _GONE = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError)
 
 
@@ -226,6 +241,36 @@ class _Request:
         self.stream = stream
 
 
+class _Protocol(asyncio.Protocol):
+    """Transport callbacks, bound straight to the :class:`Session`'s methods
+    (transport mode: one Python call less per received chunk)."""
+
+    __slots__ = ("data_received", "pause_writing", "resume_writing", "session")
+
+    def __init__(self, session: Session):
+        self.session = session
+        self.data_received = session._received  # type: ignore[method-assign]
+        self.pause_writing = session._pause  # type: ignore[method-assign]
+        self.resume_writing = session._resume  # type: ignore[method-assign]
+
+    def eof_received(self) -> bool:
+        self.session._input_ended()
+        return True  # keep the transport open: the replies still go out
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.session._input_ended()
+
+
+def _asyncio_transport(stream: Any) -> tuple[asyncio.Transport, Any] | None:
+    """The asyncio transport and protocol under anyio's plain TCP stream, if that is
+    what ``stream`` is (not for TLS, trio or in-memory streams)."""
+    tr = getattr(stream, "_transport", None)
+    proto = getattr(stream, "_protocol", None)
+    if isinstance(tr, asyncio.Transport) and hasattr(proto, "read_queue"):
+        return tr, proto
+    return None
+
+
 class Session:
     """One client connection to a :class:`~distkv.server.server.Server`."""
 
@@ -254,11 +299,20 @@ class Session:
         self._tg: anyio.abc.TaskGroup | None = None
         self._buffer = int(server.cfg.server.get("buffer", 10) or 0)
         self._pack = packer().pack  # this connection's own: no pool round trip per reply
+        # transport mode (see the module docstring)
+        self._transport: asyncio.Transport | None = None
+        self._reader: _Reader | None = None
+        self._paused = False  # the transport's write buffer is full
+        self._flush_pending = False
+        self._call_soon: Callable[..., Any] | None = None
+        self._backlog: list[dict] = []  # requests read but not dispatched while paused
+        self._input_done = False
+        self._done: anyio.Event | None = None
 
     # --- output ---------------------------------------------------------------
 
     def queue(self, msg: dict) -> None:
-        """Add one message to the pending output; the writer task sends it."""
+        """Add one message to the pending output; it goes out with the next batch."""
         try:
             data = self._pack(msg)
         except (TypeError, ValueError, OverflowError) as exc:
@@ -273,6 +327,12 @@ class Session:
             self._kick()
 
     def _kick(self) -> None:
+        """Make sure that pending output gets sent soon."""
+        if self._transport is not None:
+            if not self._flush_pending:
+                self._flush_pending = True
+                self._call_soon(self._flush_soon)
+            return
         ev = self._wake
         if ev is not None:
             self._wake = None
@@ -280,13 +340,22 @@ class Session:
 
     async def wait_room(self) -> None:
         """Wait while more than :data:`OUT_HIGH` bytes are pending (backpressure)."""
-        while self.out_size > OUT_HIGH:
+        while self.out_size > OUT_HIGH or self._paused:
             await self._wait_progress()
 
     async def drain(self) -> None:
         """Wait until everything queued so far has been handed to the socket."""
-        while self._out or self._sending:
+        tr = self._transport
+        if tr is None:
+            while self._out or self._sending:
+                await self._wait_progress()
+            return
+        self._flush()
+        # From now on "paused" means "not everything is sent yet".
+        tr.set_write_buffer_limits(high=0)
+        while not tr.is_closing() and (self._out or self._paused):
             await self._wait_progress()
+            self._flush()
 
     async def _wait_progress(self) -> None:
         ev = self._progress
@@ -300,10 +369,28 @@ class Session:
             self._progress = None
             ev.set()
 
-    async def _send_out(self) -> None:
-        """Hand everything pending to the socket (caller checked ``_sending``)."""
+    def _flush_soon(self) -> None:
+        self._flush_pending = False
+        self._flush()
+
+    def _flush(self) -> None:
+        """Transport mode: hand everything pending to the transport, unless it is full."""
         out = self._out
+        if not out or self._paused:
+            return
         self.server.sync_log()  # acknowledged writes reach the log before their replies leave
+        self._out = []
+        self.out_size = 0
+        tr = self._transport
+        assert tr is not None
+        if not tr.is_closing():
+            tr.write(out[0] if len(out) == 1 else b"".join(out))  # may pause us
+        self._made_progress()
+
+    async def _send_out(self) -> None:
+        """Stream mode: hand everything pending to the socket (caller checked ``_sending``)."""
+        out = self._out
+        self.server.sync_log()
         self._out = []
         self.out_size = 0
         self._sending = True
@@ -318,8 +405,9 @@ class Session:
             self._made_progress()
 
     async def _writer(self) -> None:
-        """Sends whatever streams and request tasks queue (the reader sends its own
-        replies itself while this task is idle: one task switch less per request)."""
+        """Stream mode: sends whatever streams and request tasks queue (the reader
+        sends its own replies itself while this task is idle: one task switch less
+        per request)."""
         try:
             while True:
                 if self._sending:
@@ -383,8 +471,24 @@ class Session:
         self.conv = st.conv
         self.locked = st.need_login and st.user is None
 
+    def _max_message(self) -> int:
+        return int(self.server.cfg.server.get("max_message", 16 * 1024 * 1024))
+
     async def run(self) -> None:
         """Serve this connection until the client goes away."""
+        found = _asyncio_transport(self._stream)
+        try:
+            if found is None:
+                await self._serve_stream()
+            else:
+                await self._serve_transport(*found)
+        finally:
+            self._tg = None
+            for req in self._requests.values():
+                if req.stream is not None:
+                    req.stream.close_inbox()
+
+    async def _serve_stream(self) -> None:
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
@@ -395,10 +499,6 @@ class Session:
                     await self.drain()
                 tg.cancel_scope.cancel()
         finally:
-            self._tg = None
-            for req in self._requests.values():
-                if req.stream is not None:
-                    req.stream.close_inbox()
             with anyio.CancelScope(shield=True):
                 try:
                     await self._stream.aclose()
@@ -406,7 +506,7 @@ class Session:
                     pass
 
     async def _read_loop(self) -> None:
-        reader = _Reader(int(self.server.cfg.server.get("max_message", 16 * 1024 * 1024)))
+        reader = _Reader(self._max_message())
         receive = self._stream.receive
         dispatch = self._dispatch
         while True:
@@ -440,8 +540,114 @@ class Session:
                     except _GONE:
                         return
 
+    # --- transport mode ----------------------------------------------------------
+
+    async def _serve_transport(self, tr: asyncio.Transport, old: Any) -> None:
+        """Serve through :class:`_Protocol`; ``old`` is anyio's protocol, whose
+        already received data is taken over."""
+        self._reader = _Reader(self._max_message())
+        self._call_soon = asyncio.get_running_loop().call_soon
+        self._done = done = anyio.Event()
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                self._transport = tr
+                tr.set_write_buffer_limits(high=OUT_HIGH)
+                received = list(old.read_queue)
+                old.read_queue.clear()
+                ended = old.is_at_eof or old.exception is not None or tr.is_closing()
+                tr.set_protocol(_Protocol(self))
+                self.queue(self.greeting())
+                for data in received:
+                    self._received(data)
+                if ended:
+                    self._end_input()
+                elif not self._input_done:
+                    tr.resume_reading()  # (anyio reads only while someone receives)
+                await done.wait()
+                with anyio.move_on_after(CLOSE_TIMEOUT):
+                    await self.drain()
+                tg.cancel_scope.cancel()
+        finally:
+            if tr.get_write_buffer_size():
+                tr.abort()  # the client does not read what is left
+            else:
+                tr.close()
+
+    def _received(self, data: bytes) -> None:
+        """A chunk arrived: decode, dispatch, send the replies in one write."""
+        if self._input_done:
+            return
+        try:
+            msgs = self._reader.feed(data)  # type: ignore[union-attr]
+        except ProtocolError as exc:
+            logger.info("%s: closing the connection: %s", self.peer, exc)
+            self.queue({"error": str(exc), "tock": self.server.next_tock()})
+            self._end_input()
+            return
+        if self._backlog:  # (reading is paused; keep the order anyway)
+            self._backlog.extend(msgs)
+            return
+        self._run_batch(msgs)
+
+    def _run_batch(self, msgs: list[dict]) -> None:
+        dispatch = self._dispatch
+        it = iter(msgs)
+        self._batch = True
+        try:
+            for msg in it:
+                dispatch(msg)
+                if self.out_size > OUT_HIGH:
+                    self._flush()
+                    if self._paused:  # the client does not read: the rest waits
+                        self._backlog = list(it)
+                        break
+        except Exception:
+            logger.exception("%s: the connection failed", self.peer)
+            self._end_input()
+            self._transport.abort()  # type: ignore[union-attr]
+        finally:
+            self._batch = False
+        self._flush()
+
+    def _end_input(self) -> None:
+        """Nothing more is read from this client; :meth:`run` drains and closes."""
+        self._input_done = True
+        self._backlog = []
+        tr = self._transport
+        if tr is not None and not tr.is_closing():
+            tr.pause_reading()
+        self._flush()
+        if self._done is not None:
+            self._done.set()
+
+    def _pause(self) -> None:
+        self._paused = True
+        tr = self._transport
+        if tr is not None and not tr.is_closing():
+            tr.pause_reading()
+
+    def _resume(self) -> None:
+        self._paused = False
+        self._made_progress()
+        self._flush()
+        if self._paused:
+            return
+        backlog, self._backlog = self._backlog, []
+        if backlog:
+            self._run_batch(backlog)
+        tr = self._transport
+        if not (self._paused or self._backlog or self._input_done or tr is None
+                or tr.is_closing()):
+            tr.resume_reading()
+
+    def _input_ended(self) -> None:
+        """The client closed its side, or the connection is gone."""
+        self._made_progress()
+        self._end_input()
+
     def _dispatch(self, msg: dict) -> None:
-        seq = msg.get("seq")
+        seq = _msg_get(msg, "seq")
         if seq.__class__ is not int:
             self.reply_error(None, ClientError(f"A request needs an integer 'seq', not {seq!r}"))
             return
@@ -450,20 +656,15 @@ class Session:
             if req is not None:
                 self._route(req, msg)
                 return
-        action = msg.get("action")
-        state = msg.get("state")
-        if action is None:
-            if seq == 0:
-                self._hello(msg)
-            elif state not in ("ack", "end"):  # late traffic for a finished stream is ignored
-                self.reply_error(seq, ClientError("The request has no 'action'"))
-            return
-        cmd = _PLAIN.get(action) if action.__class__ is str else None
+        action = _msg_get(msg, "action")
+        try:
+            cmd = _PLAIN.get(action)
+        except TypeError:  # (an unhashable action)
+            cmd = None
         if cmd is None:
-            cmd = REGISTRY.lookup(action, msg)
-        if cmd is None:
-            self.reply_error(seq, ClientError(f"Unknown action: {action!r}"))
-            return
+            cmd = self._lookup(seq, action, msg)
+            if cmd is None:
+                return
         if self.locked and not cmd.before_login:
             self._refuse(cmd, seq, NoAuthError(f"You need to log in before '{action}'"))
             return
@@ -475,14 +676,14 @@ class Session:
         except ClientError as exc:
             self._refuse(cmd, seq, exc)
             return
-        if cmd.stream or cmd.is_async:
+        if not cmd.inline:
             if cmd.prepare is not None:
                 try:
                     cmd.prepare(self, msg)
                 except Exception as exc:
                     self._refuse(cmd, seq, exc)
                     return
-            self._spawn(cmd, msg, seq, state == "start")
+            self._spawn(cmd, msg, seq, msg.get("state") == "start")
             return
         try:
             res = cmd.handler(self, msg)
@@ -503,6 +704,21 @@ class Session:
                     self._kick()
             else:
                 self.reply(seq, res)
+
+    def _lookup(self, seq: int, action: Any, msg: dict) -> Command | None:
+        """The command for a request that is not a plain single-reply one; None if
+        there is none (then the request has been answered or ignored)."""
+        if action is None:
+            if seq == 0:
+                self._hello(msg)
+            elif msg.get("state") not in ("ack", "end"):
+                # (late traffic for a finished stream is ignored)
+                self.reply_error(seq, ClientError("The request has no 'action'"))
+            return None
+        cmd = REGISTRY.lookup(action, msg)
+        if cmd is None:
+            self.reply_error(seq, ClientError(f"Unknown action: {action!r}"))
+        return cmd
 
     def _refuse(self, cmd: Command, seq: int, exc: Exception) -> None:
         """Answer a request that is not run; a stream request gets its error inside a stream."""

@@ -42,6 +42,10 @@ if TYPE_CHECKING:
 
 __all__ = ["data_path", "meta_path", "write"]
 
+# Requests are attrdicts, whose ``__getattr__`` makes every method lookup slow:
+# the hot paths call dict.get directly.
+_msg_get = dict.get
+
 _READ = {"path": PATH, "nchain": INT}
 _WRITE = {"path": PATH, "value": ANY, "nchain": INT, "chain": ANY, "prev": ANY, "idem": BOOL}
 _ENUM = {"path": PATH, "with_data": BOOL, "empty": BOOL}
@@ -85,7 +89,7 @@ def _get(sess: Session, full: tuple, nchain: int) -> dict:
 @action("get_value", fields={**_READ, "node": STR, "tick": INT})
 def get_value(sess: Session, msg: dict) -> dict:
     """One entry, by ``path`` or by the event ``node``/``tick`` it holds."""
-    nchain = msg.get("nchain", 0)
+    nchain = _msg_get(msg, "nchain", 0)
     if "path" not in msg:
         if "node" not in msg or "tick" not in msg:
             raise ClientError("get_value needs a 'path', or a 'node' and a 'tick'")
@@ -146,7 +150,7 @@ def write(sess: Session, full: tuple, value: Any, msg: dict) -> dict:
     acl = sess.acl
     if acl is not None:
         acl.check(full, "W")
-    prev = msg.get("prev", NotGiven)
+    prev = _msg_get(msg, "prev", NotGiven)
     conv = sess.conv
     types = sess.server.types
     if (conv is not None or types.any_matches) and value is not NotGiven and None not in full:
@@ -158,7 +162,7 @@ def write(sess: Session, full: tuple, value: Any, msg: dict) -> dict:
         if types.any_matches:
             types.check_value(full, value, entry=entry, base=sess.auth.base)
     entry = store.root.follow(full, True)
-    nchain = msg.get("nchain", 1)
+    nchain = _msg_get(msg, "nchain", 1)
     if "idem" in msg and msg["idem"] and value is not NotGiven:
         old = entry.value
         if old.__class__ is value.__class__ and old == value:
@@ -166,7 +170,7 @@ def write(sess: Session, full: tuple, value: Any, msg: dict) -> dict:
             if nchain > 0 and entry.chain is not None:
                 res["chain"] = entry.chain.to_wire(nchain)
             return res
-    chain = msg.get("chain", NotGiven)
+    chain = _msg_get(msg, "chain", NotGiven)
     if prev is not NotGiven or chain is not NotGiven:
         store.check_write(entry, chain=chain, prev=prev)
     old = entry.value
