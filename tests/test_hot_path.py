@@ -232,17 +232,18 @@ def test_the_pinned_anyio_lets_plain_tcp_take_the_fast_path() -> None:
         listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
         port = listener.extra(anyio.abc.SocketAttribute.local_port)
         found: list[bool] = []
+        handled = anyio.Event()
 
         async def handle(stream: anyio.abc.ByteStream) -> None:
             found.append(_asyncio_transport(stream) is not None)
+            handled.set()
             await stream.aclose()
 
         async with listener, anyio.create_task_group() as tg:
             tg.start_soon(listener.serve, handle)
             client = await anyio.connect_tcp("127.0.0.1", port)
             with anyio.fail_after(5):
-                while not found:
-                    await anyio.sleep(0.01)
+                await handled.wait()
             on_client = _asyncio_transport(client) is not None
             await client.aclose()
             tg.cancel_scope.cancel()
