@@ -42,6 +42,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import loadgen as lg  # noqa: E402
+import msgpack  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 UPSTREAM = REPO / ".upstream-venv" / "bin" / "distkv-ref"
@@ -217,12 +218,30 @@ def bench_latency(net: Net, samples: int = 500) -> dict:
     }
 
 
+def set_value_req(prefix: tuple) -> lg.RequestMaker:
+    """Like ``loadgen.set_value_req``, with packers of its own.
+
+    The writers run in threads, and msgpack packers are not thread-safe:
+    loadgen's shared ones now and then garbled a request under load.
+    """
+    outer = msgpack.Packer(use_bin_type=True)
+    elem = msgpack.Packer(use_bin_type=True)
+    head = b"".join(elem.pack(e) for e in prefix)
+
+    def make(i: int, seq: int) -> bytes:
+        path = msgpack.ExtType(lg.PATH_EXT, head + elem.pack(f"k{i}"))
+        return outer.pack({"action": "set_value", "path": path, "value": i, "nchain": 0,
+                           "seq": seq})
+
+    return make
+
+
 def paced_writes(port: int, prefix: tuple, rate: float, seconds: float) -> int:
     """Write ``prefix.k<i>`` = i at ``rate`` per second for ``seconds``; returns the count.
 
     Requests go out in small batches on schedule, at most 256 unanswered.
     """
-    make = lg.set_value_req(prefix)
+    make = set_value_req(prefix)
     with lg.Conn(port, timeout=60) as c:
         sock, up = c.sock, c.unpacker
         sent = done = 0

@@ -42,6 +42,34 @@ async def test_everyone_hears_everyone_including_themselves() -> None:
             assert (msg.topic, msg.payload) == (("r", "update"), b"x")
 
 
+async def test_echo_false_subscribers_skip_their_own_backends_messages() -> None:
+    bus = MemoryBus()
+    async with MemoryBackend(bus, "a") as a, MemoryBackend(bus, "b") as b:
+        async with a.subscribe(("t",), echo=False) as quiet, a.subscribe(("t",)) as echoed:
+            await a.publish(("t",), b"mine")
+            assert a.publish_nowait(("t",), b"mine too")
+            await b.publish(("t",), b"theirs")
+            await a.flush()  # nothing to wait for: delivery is immediate
+            assert pending(quiet) == [(("t",), b"theirs")]
+            assert pending(echoed) == [(("t",), b"mine"), (("t",), b"mine too"),
+                                       (("t",), b"theirs")]
+            bus.hold()
+            await a.publish(("t",), b"held")
+            bus.release()  # released messages reach everyone
+            assert pending(quiet) == pending(echoed) == [(("t",), b"held")]
+
+
+async def test_standalone_has_nothing_to_flush_and_refuses_to_publish() -> None:
+    from distkv.server.backend.base import NoBackendError, StandaloneBackend
+
+    alone = StandaloneBackend("no medium here")
+    await alone.flush()
+    with pytest.raises(NoBackendError, match="no medium here"):
+        await alone.publish(("t",), b"x")
+    with pytest.raises(NoBackendError, match="no medium here"):
+        alone.subscribe(("t",), echo=False)
+
+
 async def test_topic_elements_are_strings_and_wildcards_match() -> None:
     bus = MemoryBus()
     async with MemoryBackend(bus, "a") as a:

@@ -8,10 +8,16 @@ import anyio
 import anyio.lowlevel
 import pytest
 from brokers import Mosquitto, mosquitto_fixture  # noqa: F401  (fixture)
-from moat.lib.mqtt import QoS
+from moat.lib.mqtt import MQTTPublishPacket, PropertyType, QoS
 from moat.lib.mqtt.async_client import AsyncMQTTClient
 
-from distkv.server.backend.mqtt import MQTTBackend
+from distkv.server.backend.mqtt import (
+    MQTTBackend,
+    Published,
+    encode_publish,
+    split_packets,
+    topic_field,
+)
 from distkv.server.backend.topic import Message
 
 pytestmark = pytest.mark.anyio
@@ -212,3 +218,101 @@ async def test_many_messages_arrive_complete_and_in_order(mosquitto: Mosquitto) 
                     if i % 500 == 0:
                         await anyio.lowlevel.checkpoint()
             assert got == [i.to_bytes(4) * 50 for i in range(n)]
+
+
+async def test_echo_false_subscriptions_get_only_the_others_messages(mosquitto: Mosquitto) -> None:
+    async with backend(mosquitto, "a") as a, backend(mosquitto, "b") as b:
+        await connected(a)
+        await connected(b)
+        async with a.subscribe(("t",), echo=False) as ra:
+            await a.publish(("t",), b"mine")
+            await b.publish(("t",), b"theirs")
+            assert await take(ra) == [(("t",), b"theirs")]  # the broker left ours out
+            assert await nothing_more(ra)
+            # somebody here wants the echoes: the wire subscription takes them again
+            async with a.subscribe(("t",)) as echoed:
+                await a.publish(("t",), b"mine again")
+                assert await take(echoed) == [(("t",), b"mine again")]
+                assert await take(ra) == [(("t",), b"mine again")]
+
+
+async def test_flush_hands_everything_to_the_broker(mosquitto: Mosquitto) -> None:
+    n = 2000
+    async with backend(mosquitto, "a") as a, backend(mosquitto, "b") as b:
+        await connected(a)
+        await connected(b)
+        async with b.subscribe(("f",)) as rb:
+            for i in range(n):
+                assert a.publish_nowait(("f",), b"%d" % i)
+            await a.flush()
+            # the connection dies right away: what was flushed has reached the broker
+            await anyio.aclose_forcefully(a._link.stream)  # type: ignore[union-attr]
+            got = [p for _, p in await take(rb, n)]
+            assert got == [b"%d" % i for i in range(n)]
+        await a.flush()  # disconnected: returns at once (the offline queue waits)
+
+
+async def test_push_writes_at_once_where_it_can(mosquitto: Mosquitto, anyio_backend: str) -> None:
+    n = 2000
+    async with backend(mosquitto, "a") as a, backend(mosquitto, "b") as b:
+        assert not a.push()  # not connected yet: the offline queue waits
+        await connected(a)
+        await connected(b)
+        async with b.subscribe(("p",)) as rb:
+            for i in range(n):
+                assert a.publish_nowait(("p",), b"%d" % i)
+            # no waiting: on asyncio the bytes go to the socket's transport right here
+            pushed = a.push()
+            assert pushed is (anyio_backend == "asyncio")
+            if pushed:
+                await anyio.aclose_forcefully(a._link.stream)  # type: ignore[union-attr]
+                got = [p for _, p in await take(rb, n)]
+                assert got == [b"%d" % i for i in range(n)]
+
+
+# --- the QoS 0 PUBLISH codec ------------------------------------------------------------
+
+
+def _moat_publish(topic: str, payload: bytes, props: dict | None = None) -> bytes:
+    buf = bytearray()
+    MQTTPublishPacket(topic=topic, payload=payload, properties=props or {}).encode(buf)
+    return bytes(buf)
+
+
+def test_our_publish_packets_read_back_as_mqtt_publishes() -> None:
+    out = bytearray()
+    big = bytes(range(256)) * 100  # a remaining length of three bytes
+    encode_publish(out, topic_field(":distkv/update"), b"small")
+    encode_publish(out, topic_field("t/ü"), big)
+    used, items = split_packets(bytes(out))
+    assert used == len(out)
+    assert items == [Published(b":distkv/update", [], b"small"),
+                     Published("t/ü".encode(), [], big)]
+    assert out.startswith(_moat_publish(":distkv/update", b"small"))
+
+
+def test_split_packets_keeps_incomplete_packets_for_later() -> None:
+    first = _moat_publish("a/b", b"x" * 300)
+    data = first + _moat_publish("c", b"y")
+    for cut in (1, 2, 3, 10, len(data) - 1):
+        used, items = split_packets(data[:cut])
+        assert used == (len(first) if cut == len(data) - 1 else 0)
+        used2, rest = split_packets(data[used:])
+        assert items + rest == [Published(b"a/b", [], b"x" * 300), Published(b"c", [], b"y")]
+
+
+def test_split_packets_reads_properties_and_passes_on_the_rest() -> None:
+    sid = PropertyType.SUBSCRIPTION_IDENTIFIER
+    with_ids = bytearray()
+    MQTTPublishPacket(
+        topic="t", payload=b"p", properties={sid: [3, 300]},
+        user_properties={"k": "v"},
+    ).encode(with_ids)
+    alias = _moat_publish("t", b"p", {PropertyType.TOPIC_ALIAS: 1})
+    ping = b"\xd0\x00"  # PINGRESP
+    qos1 = bytearray()
+    MQTTPublishPacket(topic="t", payload=b"q", qos=QoS.AT_LEAST_ONCE, packet_id=7).encode(qos1)
+    data = bytes(with_ids) + alias + ping + bytes(qos1)
+    used, items = split_packets(data)
+    assert used == len(data)
+    assert items == [Published(b"t", [3, 300], b"p"), alias, ping, bytes(qos1)]

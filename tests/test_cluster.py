@@ -252,3 +252,31 @@ async def test_two_servers_replicate_over_serf(
         t = await same_trees(cl.ports())
         assert t[P("from.n1")][0] == 1 and t[P("from.n2")][0] == "x" * 2000
         assert "Traceback" not in cl.outputs()
+
+
+async def count_below(port: int, prefix: str) -> int:
+    async with open_client(connect={"host": "127.0.0.1", "port": port}) as c:
+        return len([rec async for rec in c.get_tree(P(prefix))])
+
+
+async def test_writes_acked_just_before_kill_9_reach_the_peers(
+    mosquitto: Mosquitto, tmp_path: FSPath
+) -> None:
+    """No change log: a server killed right after acknowledging a burst of
+    writes has handed every one of them to the broker already."""
+    burst = 400
+    with Cluster(mosquitto.uri, tmp_path, ["n1", "n2"]) as cl:
+        n1, n2 = cl["n1"].start("-I", "Testing"), cl["n2"].start()
+        for rnd in range(3):
+            async with open_client(connect={"host": "127.0.0.1", "port": n1.port}) as c:
+                async with anyio.create_task_group() as tg:
+                    for i in range(burst):
+                        tg.start_soon(c.set, P(f"burst.r{rnd}.k{i}"), i)
+                n1.kill()  # the moment the last reply is in
+            with anyio.fail_after(15):
+                while (have := await count_below(n2.port, f"burst.r{rnd}")) < burst:
+                    await anyio.sleep(0.2)
+            assert have == burst
+            n1.start()  # without data: it joins from n2
+        t = await same_trees(cl.ports())
+        assert all(t[P(f"burst.r{r}.k{i}")][0] == i for r in range(3) for i in range(burst))

@@ -134,6 +134,29 @@ async def test_concurrent_writes_get_the_same_winner_everywhere() -> None:
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_flush_covers_the_broadcasts_made_so_far() -> None:
+    bus = MemoryBus("flush", seed=3)
+    async with cluster(bus, NAMES[:2]) as (n1, n2):
+        rep = n1.replication
+        assert rep is not None
+        sent = bus.stats.sent
+        for i in range(50):
+            write(n1, f"f.k{i}", i)
+        assert rep.unflushed
+        with anyio.fail_after(5):
+            await rep.flush()
+        assert not rep.unflushed
+        assert bus.stats.sent - sent == 50  # one update each, on the bus already
+        await rep.flush()  # nothing new: returns at once
+        write(n1, "f.pushed", True)
+        rep.push()  # the memory bus has delivered it already: nothing left to do
+        assert not rep.unflushed
+        tree = await agreed([n1, n2])
+        assert [tree[P(f"f.k{i}")][0] for i in range(50)] == list(range(50))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_split_and_heal() -> None:
     bus = MemoryBus("split", seed=2)
     async with cluster(bus) as (n1, n2, n3):

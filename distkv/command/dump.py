@@ -225,10 +225,8 @@ async def post_(obj: Any, path: str | None) -> None:
                 raise ConnectionError(f"Cannot reach the broker within {POST_TIMEOUT}s") from None
         for topic, payload in todo:
             await backend.publish(topic, payload)
-        link = getattr(backend, "_link", None)  # flush before we leave the medium
-        if link is not None:
-            with anyio.move_on_after(POST_TIMEOUT):
-                await link.flush()
+        with anyio.move_on_after(POST_TIMEOUT):  # everything out before we leave the medium
+            await backend.flush()
 
 
 def _plain(value: Any) -> Any:

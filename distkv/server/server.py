@@ -122,9 +122,14 @@ class Server:
         return self.store.next_tock()
 
     def sync_log(self) -> None:
-        """Hand every buffered change-log record to the OS (before replies go out)."""
+        """Called before replies go out: hand every buffered change-log record to
+        the OS, and this server's broadcasts to the medium's socket if that needs
+        no waiting, so that acknowledged changes survive this process's death."""
         for log in self.changelogs:
             log.sync()
+        repl = self.replication
+        if repl is not None:
+            repl.push()
 
     def auth_methods(self) -> list | None:
         """The greeting's ``auth`` list, or None if ``:n.auth`` does not exist."""

@@ -29,7 +29,12 @@ class Backend(ABC):
     ``publish`` sends one payload; ``subscribe`` is an async context manager
     that yields an async iterator of ``(topic, payload)`` pairs, ``topic``
     being a tuple of strings (wildcards ``+``/``#`` may be used when
-    subscribing).
+    subscribing). Like an MQTT broker, a medium delivers a backend's own
+    publications to its subscriptions too, unless the subscriber passed
+    ``echo=False``: then the medium may leave them out (MQTT v5 "no local"),
+    but need not — such a subscriber still has to recognise and skip its own
+    messages. ``flush`` waits until what was published so far has left;
+    ``push`` sends it at once if it can.
     """
 
     name: str = "?"
@@ -41,13 +46,33 @@ class Backend(ABC):
 
     @abstractmethod
     def subscribe(
-        self, topic: Topic
+        self, topic: Topic, *, echo: bool = True
     ) -> AbstractAsyncContextManager[AsyncIterator[tuple[tuple[str, ...], bytes]]]:
-        """Receive everything published on ``topic`` while the context is open."""
+        """Receive everything published on ``topic`` while the context is open.
+
+        ``echo=False``: our own publications need not be delivered (see above).
+        """
 
     def publish_nowait(self, topic: Topic, payload: bytes) -> bool:
         """Publish without waiting if the medium can take it now; False: use :meth:`publish`."""
         return False
+
+    def push(self) -> bool:
+        """Hand what was published so far to the medium now, if that needs no waiting.
+
+        The synchronous, best-effort sibling of :meth:`flush`, for callers
+        that can't wait (a server about to acknowledge writes). True: nothing
+        published is left in this process's buffers.
+        """
+        return True
+
+    async def flush(self) -> None:  # noqa: B027  (a medium that sends at once has nothing to do)
+        """Wait until everything published so far has been handed to the medium.
+
+        For MQTT that is the broker's socket, for Serf the agent's; messages
+        queued while disconnected stay queued (they go out after the next
+        connection). It does not wait for delivery to other servers.
+        """
 
     async def aclose(self) -> None:  # noqa: B027  (most media have nothing to release)
         """Release the medium."""
@@ -65,5 +90,5 @@ class StandaloneBackend(Backend):
     async def publish(self, topic: Topic, payload: bytes) -> None:
         raise NoBackendError(self.reason)
 
-    def subscribe(self, topic: Topic):
+    def subscribe(self, topic: Topic, *, echo: bool = True):
         raise NoBackendError(self.reason)

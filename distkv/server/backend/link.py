@@ -18,6 +18,10 @@ silently ended replication):
   (newer updates supersede older ones) and counted in :attr:`lost`.
   While connected, ``publish`` only waits if the outgoing buffer holds more
   than :data:`HIGH_WATER` bytes (backpressure from a slow broker).
+* Published messages are buffered and written by a writer task, many at a
+  time. ``flush`` waits until what was published so far has been written;
+  ``push`` writes it at once, without waiting, where the connection allows
+  that (a plain TCP stream on asyncio whose transport is not backed up).
 * Received messages go to bounded per-subscription queues (see :mod:`.topic`).
 * The state is visible: :attr:`connected`, :attr:`state` (``new``,
   ``connecting``, ``connected``, ``disconnected``, ``closed``),
@@ -30,6 +34,7 @@ silently ended replication):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from abc import abstractmethod
@@ -63,6 +68,7 @@ RETRY_MIN = 0.2
 RETRY_MAX = 10.0
 KEEP_ALIVE = 10.0
 CONNECT_TIMEOUT = 5.0
+WIRE_CACHE = 256  # topics whose wire names are remembered
 
 
 class BackendError(ServerError):
@@ -106,6 +112,9 @@ class Link:
     until it fails and then returns, with the reason in :attr:`error`.
     """
 
+    #: The asyncio transport under the stream, if there is one: :meth:`push` writes to it.
+    transport: asyncio.Transport | None = None
+
     def __init__(self, fanout: Fanout, keep_alive: float):
         self.fanout = fanout
         self.keep_alive = keep_alive
@@ -115,6 +124,8 @@ class Link:
         self._wake = anyio.Event()
         self._drained: anyio.Event | None = None
         self._flushed: anyio.Event | None = None
+        self._writing = False  # a write to the medium is under way
+        self._rekick = False  # the writer was woken while flush() was writing
         self._rx = 0  # bumped by the reader for every chunk received
         self.replies: dict[int, Reply] = {}  # open requests, failed when the link dies
 
@@ -166,14 +177,63 @@ class Link:
             await self._drained.wait()
 
     async def flush(self) -> None:
-        """Wait until everything buffered so far has been written (or the link died)."""
+        """Wait until everything buffered so far has been written (or the link died).
+
+        If the writer is idle, the caller writes it itself (no task switch to
+        the writer and back).
+        """
         if self.dead.is_set():
+            return
+        if not self._writing:
+            await self._write_out()
             return
         if self._flushed is None:
             self._flushed = anyio.Event()
         flushed = self._flushed
         self.kick()
         await flushed.wait()
+
+    def push(self) -> bool:
+        """Write what is buffered now, without waiting; False if that can't be done.
+
+        It can't while the writer is busy (it may not have written its part
+        yet), when there is no :attr:`transport`, or when the transport holds
+        more than :data:`HIGH_WATER` unsent bytes (then the writer's waiting
+        is the backpressure).
+        """
+        tr = self.transport
+        if tr is None or self._writing or self.dead.is_set() or tr.is_closing():
+            return False
+        if tr.get_write_buffer_size() > HIGH_WATER:
+            return False
+        data = self.take_outbound()
+        self.backlog = 0
+        if data:
+            tr.write(data)
+        if self._drained is not None:
+            self._drained.set()
+            self._drained = None
+        return True
+
+    async def _write_out(self) -> None:
+        """Write what is buffered; then wake those who waited for it."""
+        flushed, self._flushed = self._flushed, None  # asked for before this batch
+        data = self.take_outbound()
+        self.backlog = 0
+        if data:
+            self._writing = True
+            try:
+                await self._write(data)
+            finally:
+                self._writing = False
+                if self._rekick:
+                    self._rekick = False
+                    self.kick()
+        if self._drained is not None:
+            self._drained.set()
+            self._drained = None
+        if flushed is not None:
+            flushed.set()
 
     async def run(self) -> None:
         """Serve the connection until it fails; never raises (see :attr:`error`)."""
@@ -208,16 +268,10 @@ class Link:
         while True:
             await self._wake.wait()
             self._wake = anyio.Event()
-            flushed, self._flushed = self._flushed, None  # asked for before this batch
-            data = self.take_outbound()
-            self.backlog = 0
-            if data:
-                await self._write(data)
-            if self._drained is not None:
-                self._drained.set()
-                self._drained = None
-            if flushed is not None:
-                flushed.set()
+            if self._writing:  # a flush() is writing: it wakes us again when done
+                self._rekick = True
+                continue
+            await self._write_out()
 
     async def _watchdog(self) -> None:
         """Probe every ``keep_alive`` seconds; a probe unanswered by the next one is a stall."""
@@ -263,6 +317,7 @@ class LinkBackend(Backend):
         self._link: Link | None = None
         self._offline: deque[tuple[str, bytes]] = deque(maxlen=queue_len)
         self._fanout = Fanout(sub_queue_len)
+        self._wires: dict[tuple, str] = {}
         self._changed: anyio.Event | None = None  # made on demand: __init__ may run outside a loop
         self._tg: TaskGroup | None = None
 
@@ -432,15 +487,33 @@ class LinkBackend(Backend):
         link = self._link
         if link is not None and link.backlog > HIGH_WATER:
             await link.drained()
-        self._send_or_queue(self.wire_topic(make_topic(topic)), payload)
+        self._send_or_queue(self._wire(topic), payload)
 
     def publish_nowait(self, topic: Topic, payload: bytes) -> bool:
         """:meth:`publish` if that needs no waiting now; False if the caller must await it."""
         link = self._link
         if link is not None and link.backlog > HIGH_WATER:
             return False
-        self._send_or_queue(self.wire_topic(make_topic(topic)), payload)
+        self._send_or_queue(self._wire(topic), payload)
         return True
+
+    def _wire(self, topic: Topic) -> str:
+        """The wire name of a topic; those given as tuples of str are remembered (a few)."""
+        if not isinstance(topic, tuple):
+            return self.wire_topic(make_topic(topic))
+        wires = self._wires
+        try:
+            return wires[topic]
+        except KeyError:
+            wire = self.wire_topic(make_topic(topic))
+            # only all-str topics: (1,) and (True,) are equal keys with different names
+            if all(e.__class__ is str for e in topic):
+                if len(wires) >= WIRE_CACHE:
+                    wires.clear()
+                wires[topic] = wire
+            return wire
+        except TypeError:  # unhashable elements
+            return self.wire_topic(make_topic(topic))
 
     def _send_or_queue(self, wire: str, payload: bytes) -> None:
         link = self._link
@@ -461,15 +534,40 @@ class LinkBackend(Backend):
                 )
         offline.append((wire, payload))
 
+    def push(self) -> bool:
+        """Write what was published so far now, if the connection takes it without waiting."""
+        link = self._link
+        return link is not None and link.push()
+
+    async def flush(self) -> None:
+        """Wait until what was published so far is written to the connection.
+
+        Returns at once while disconnected (the offline queue waits for the
+        next connection) and when the connection dies meanwhile.
+        """
+        link = self._link
+        if link is not None:
+            await link.flush()
+
     @asynccontextmanager
-    async def subscribe(self, topic: Topic) -> AsyncIterator[AsyncIterator[Message]]:
-        """Receive what is published on ``topic`` (a filter) while the context is open."""
+    async def subscribe(
+        self, topic: Topic, *, echo: bool = True
+    ) -> AsyncIterator[AsyncIterator[Message]]:
+        """Receive what is published on ``topic`` (a filter) while the context is open.
+
+        A wire subscription made without echoes is made again (unsubscribed and
+        subscribed) with them when a subscriber that wants them joins it.
+        """
         pattern = make_topic(topic)
         key = self.wire_filter(pattern)
-        sub, new = self._fanout.add(pattern, key)
+        fanout = self._fanout
+        renew = echo and key in fanout.by_key and not fanout.wants_echo(key)
+        sub, new = fanout.add(pattern, key, echo)
         try:
             link = self._link
-            if new and link is not None:
+            if (new or renew) and link is not None:
+                if renew:  # (mosquitto keeps "no local" when the filter is just renewed)
+                    link.unsubscribe(key)
                 try:
                     with anyio.fail_after(self.connect_timeout):
                         await link.subscribe(key)

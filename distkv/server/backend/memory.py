@@ -2,7 +2,9 @@
 
 A :class:`MemoryBus` connects any number of :class:`MemoryBackend` objects of
 one event loop; every backend receives what any of them (itself included, as
-with MQTT) publishes on a topic it subscribed to. Filters follow MQTT (``+``
+with MQTT) publishes on a topic it subscribed to, except that subscriptions
+made with ``echo=False`` don't get their own backend's messages (messages
+held and released later do reach them). Filters follow MQTT (``+``
 one element, ``#`` the rest). Servers built from a config share the bus named
 by ``server.memory.bus`` (:func:`get_bus`); tests may also hand a bus object
 in directly.
@@ -21,6 +23,7 @@ For tests the bus misbehaves on request, deterministically:
 Subscriptions have bounded queues (see :mod:`.topic`): ``publish`` waits a
 little for a full subscriber, then it loses messages, as with a QoS 0 broker;
 messages delivered by ``release()`` are dropped at once if there is no room.
+Delivery is immediate, so ``flush()`` has nothing to wait for.
 """
 
 from __future__ import annotations
@@ -136,12 +139,14 @@ class MemoryBus:
 
     # --- the medium -------------------------------------------------------------------
 
-    def _publish(self, sender: str, topic: tuple[str, ...], payload: bytes) -> list | None:
+    def _publish(self, origin: MemoryBackend, topic: tuple[str, ...], payload: bytes
+                 ) -> list | None:
         """Send to every member; returns what did not fit (see :meth:`Fanout.deliver_key`)."""
         late = None
         stats = self.stats
         stats.sent += 1
         faulty = self.drop_rate or self.duplicate_rate or self.drop_if is not None
+        sender = origin.node
         for member in self.members:
             d = Delivery(sender, member.node, topic, payload)
             copies = 1
@@ -157,11 +162,12 @@ class MemoryBus:
             for _ in range(copies):
                 if self.holding:
                     self.held.append(d)
-                elif more := self._deliver(d, member):
+                elif more := self._deliver(d, member, member is origin):
                     late = (late or []) + more
         return late
 
-    def _deliver(self, d: Delivery, member: MemoryBackend | None = None) -> list | None:
+    def _deliver(self, d: Delivery, member: MemoryBackend | None = None, own: bool = False
+                 ) -> list | None:
         if not self.can_reach(d.sender, d.receiver):
             self.stats.cut += 1
             return None
@@ -172,7 +178,7 @@ class MemoryBus:
         for m in targets:
             self.stats.delivered += 1
             msg = Message(d.topic, d.payload)
-            if more := m._fanout.deliver_matching(msg):
+            if more := m._fanout.deliver_matching(msg, own):
                 late = (late or []) + [(sub, msg) for sub in more]
         return late
 
@@ -206,7 +212,7 @@ class MemoryBackend(Backend):
 
     async def publish(self, topic: Topic, payload: bytes) -> None:
         if not self._closed:
-            late = self.bus._publish(self.node, make_topic(topic), payload)
+            late = self.bus._publish(self, make_topic(topic), payload)
             if late:
                 for sub, msg in late:
                     await sub.put_slow(msg)
@@ -214,14 +220,16 @@ class MemoryBackend(Backend):
     def publish_nowait(self, topic: Topic, payload: bytes) -> bool:
         """Deliver at once; subscribers without room lose the message (counted)."""
         if not self._closed:
-            for sub, _ in self.bus._publish(self.node, make_topic(topic), payload) or ():
+            for sub, _ in self.bus._publish(self, make_topic(topic), payload) or ():
                 sub.dropped += 1
         return True
 
     @asynccontextmanager
-    async def subscribe(self, topic: Topic) -> AsyncIterator[AsyncIterator[Message]]:
+    async def subscribe(
+        self, topic: Topic, *, echo: bool = True
+    ) -> AsyncIterator[AsyncIterator[Message]]:
         pattern = make_topic(topic)
-        sub, _ = self._fanout.add(pattern, pattern)
+        sub, _ = self._fanout.add(pattern, pattern, echo)
         try:
             yield sub.recv
         finally:

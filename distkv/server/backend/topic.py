@@ -71,13 +71,14 @@ def topic_matches(pattern: Sequence[str], topic: Sequence[str]) -> bool:
 class Subscription:
     """One ``subscribe()`` context: a filter and the bounded queue behind it."""
 
-    __slots__ = ("pattern", "key", "dropped", "_send", "recv", "_overflowing")
+    __slots__ = ("pattern", "key", "echo", "dropped", "_send", "recv", "_overflowing")
 
     pattern: tuple[str, ...]
 
-    def __init__(self, pattern: tuple[str, ...], key: object, queue_len: int):
+    def __init__(self, pattern: tuple[str, ...], key: object, queue_len: int, echo: bool = True):
         self.pattern = pattern
         self.key = key  # what the backend subscribed on the wire for this filter
+        self.echo = echo  # False: the subscriber has no use for its own backend's messages
         self.dropped = 0
         self._overflowing = False
         self._send: MemoryObjectSendStream[Message]
@@ -124,6 +125,8 @@ class Fanout:
 
     ``add`` returns True when the key is new (the backend must subscribe on
     the wire), ``remove`` returns True when its last user left.
+    :meth:`wants_echo` says whether the medium must return our own messages
+    on a key (False only if every subscriber there declined them).
     """
 
     __slots__ = ("by_key", "queue_len")
@@ -132,8 +135,10 @@ class Fanout:
         self.by_key: dict[object, list[Subscription]] = {}
         self.queue_len = queue_len
 
-    def add(self, pattern: tuple[str, ...], key: object) -> tuple[Subscription, bool]:
-        sub = Subscription(pattern, key, self.queue_len)
+    def add(
+        self, pattern: tuple[str, ...], key: object, echo: bool = True
+    ) -> tuple[Subscription, bool]:
+        sub = Subscription(pattern, key, self.queue_len, echo)
         subs = self.by_key.get(key)
         if subs is None:
             self.by_key[key] = [sub]
@@ -152,6 +157,10 @@ class Fanout:
         del self.by_key[sub.key]
         return True
 
+    def wants_echo(self, key: object) -> bool:
+        """Whether some subscriber under ``key`` wants our own messages too."""
+        return any(sub.echo for sub in self.by_key.get(key, ()))
+
     def deliver_key(self, key: object, msg: Message) -> list[Subscription] | None:
         """Hand ``msg`` to everyone subscribed under ``key``.
 
@@ -167,13 +176,18 @@ class Fanout:
                     late.append(sub)
         return late
 
-    def deliver_matching(self, msg: Message) -> list[Subscription] | None:
-        """Like :meth:`deliver_key`, for every subscription whose filter matches."""
+    def deliver_matching(self, msg: Message, own: bool = False) -> list[Subscription] | None:
+        """Like :meth:`deliver_key`, for every subscription whose filter matches.
+
+        ``own``: the message is our own, skipped by subscribers that declined echoes.
+        """
         late = None
         topic = msg.topic
         for subs in self.by_key.values():
             if topic_matches(subs[0].pattern, topic):
                 for sub in subs:
+                    if own and not sub.echo:
+                        continue
                     if not sub.put(msg):
                         if late is None:
                             late = [sub]

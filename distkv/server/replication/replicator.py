@@ -4,8 +4,11 @@ It hangs off the server's Store and backend and runs these tasks:
 
 * **broadcast** — every event this server creates goes out on ``R/update``
   (shape A, ``server.change.length`` chain links, split into ``_p0`` parts
-  when large), handed to the medium before the change's client gets its
-  reply. What the medium can't take at once waits in an outbox of
+  when large), handed to the backend (``publish_nowait``) before the
+  change's client gets its reply; the backend writes it to the medium when
+  its writer task runs next. :meth:`Replicator.flush` waits until that
+  happened, :meth:`Replicator.push` makes it happen at once where it can.
+  What the backend can't take at once waits in an outbox of
   :data:`OUTBOX_LEN` payloads; if it overflows the oldest are dropped — peers
   notice the gap and ask (see below);
 * **receive** — ``R/update`` messages are applied (02 §6); ``R/info`` maps
@@ -105,6 +108,8 @@ class Replicator:
         self._outbox: deque[bytes] = deque()  # payloads the medium could not take at once
         self._out_wake = anyio.Event()
         self.lost = 0  # broadcasts dropped from a full outbox
+        self.unflushed = False  # broadcasts made since the last flush()
+        self._outbox_empty: anyio.Event | None = None
         self._applying = False
 
         self.conflicts = ConflictLog()
@@ -190,7 +195,7 @@ class Replicator:
                 self._progress.set()
                 self._progress = None
 
-        async with self.backend.subscribe(self.topic(what)) as msgs:
+        async with self.backend.subscribe(self.topic(what), echo=False) as msgs:
             task_status.started()
             more = getattr(msgs, "receive_nowait", None)
             async for _topic, payload in msgs:
@@ -242,6 +247,7 @@ class Replicator:
         except (TypeError, ValueError) as exc:
             logger.error("Cannot send an update for %r: %r", entry.path, exc)
             return
+        self.unflushed = True
         out = self._outbox
         if not out:
             # the usual case: handed to the medium before the client hears of the change
@@ -276,8 +282,36 @@ class Replicator:
                     logger.error("Cannot send an update: %r", exc)
                 out.popleft()
             self._out_wake = anyio.Event()
+            if self._outbox_empty is not None:
+                self._outbox_empty.set()
+                self._outbox_empty = None
             if not out:
                 await self._out_wake.wait()
+
+    def push(self) -> None:
+        """Hand this server's broadcasts so far to the medium now, if that needs no waiting.
+
+        Best effort (see :meth:`Backend.push`); meant for the moment before
+        replies go out, so that a server killed right after acknowledging a
+        change has handed the change to the medium already.
+        """
+        if self.unflushed and not self._outbox and self.backend.push():
+            self.unflushed = False
+
+    async def flush(self) -> None:
+        """Wait until this server's broadcasts so far have been handed to the medium.
+
+        Cheap when there is nothing to wait for. Once it returns, the
+        broadcasts are in the medium's socket: dying does not lose them.
+        """
+        if not self.unflushed:
+            return
+        self.unflushed = False
+        while self._outbox:
+            if self._outbox_empty is None:
+                self._outbox_empty = anyio.Event()
+            await self._outbox_empty.wait()
+        await self.backend.flush()
 
     async def publish(self, what: str, msg: dict) -> None:
         """Send a message on ``R/<what>`` (split if large); failures are logged."""
