@@ -274,8 +274,8 @@ async def test_writes_acked_just_before_kill_9_reach_the_peers(
                         tg.start_soon(c.set, P(f"burst.r{rnd}.k{i}"), i)
                 n1.kill()  # the moment the last reply is in
             with anyio.fail_after(15):
-                while (have := await count_below(n2.port, f"burst.r{rnd}")) < burst:
-                    await anyio.sleep(0.2)
+                while (have := await count_below(n2.port, f"burst.r{rnd}")) < burst:  # noqa: ASYNC110
+                    await anyio.sleep(0.2)  # (polling another process)
             assert have == burst
             n1.start()  # without data: it joins from n2
         t = await same_trees(cl.ports())
