@@ -46,6 +46,11 @@ def verbosity_level(verbosity: int) -> int:
 class MainGroup(LazyGroup):
     """The ``distkv`` group; turns any failure below it into one line and an exit code."""
 
+    def get_help_option_names(self, ctx: click.Context) -> list[str]:
+        # click returns these from a set: keep the declared order, so help is stable
+        names = set(super().get_help_option_names(ctx))
+        return [n for n in ctx.help_option_names if n in names]
+
     async def invoke(self, ctx: click.Context) -> Any:
         try:
             return await super().invoke(ctx)
