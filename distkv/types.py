@@ -216,6 +216,9 @@ class TypeSystem:
         #: Has any match record been stored? Until then no data write needs a type
         #: check. (A store that holds data already might have some.)
         self.any_matches = store.tock > 0
+        #: warn about replicated data that fails its type (set once the server
+        #: serves: loading and the initial fetch are not checked)
+        self.check_replicated = False
 
     def _compiled(self, path: tuple, value: Any, cls: type) -> Any:
         hit = self._cache.get(path)
@@ -234,12 +237,17 @@ class TypeSystem:
 
         Replicated and loaded records are accepted as they are — their origin
         validated them, and refusing them here would make servers diverge; a
-        broken one shows up as an error where it is used.
+        broken one shows up as an error where it is used. A replicated data
+        value that fails its type (a peer without that type, or an older
+        one) is kept for the same reason, with a warning in the log.
         """
         e = entry
         while True:  # the cheap test first: most writes are data, not meta records
             parent = e.parent
             if parent is None:
+                if (not local and self.check_replicated and self.any_matches
+                        and value is not NotGiven):
+                    self._warn_if_mistyped(entry, value)
                 return
             if e.name is None:
                 break
@@ -251,6 +259,14 @@ class TypeSystem:
             self.any_matches = True
         if local:
             self.validate_record(pos[0], pos[1], value)
+
+    def _warn_if_mistyped(self, entry: Entry, value: Any) -> None:
+        path = entry.path
+        try:
+            self.check_value(path, value, entry=entry)
+        except ClientError as exc:
+            logger.warning("A peer's value at %s fails its type check (%s); kept, so that "
+                           "every server holds the same data", Path.build(path), exc)
 
     def validate_record(self, base: tuple, rel: tuple, value: Any) -> None:
         """Check ``value`` for the meta record at ``base + (None,) + rel``.

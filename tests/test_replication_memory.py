@@ -260,6 +260,31 @@ async def test_bad_messages_are_logged_and_survived(caplog: pytest.LogCaptureFix
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_mistyped_value_from_a_peer_is_kept_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A peer that doesn't check a type (an old one, or one without the type)
+    sends a value that fails it: every server keeps it, and says so."""
+    bus = MemoryBus("typed", seed=6)
+    async with cluster(bus, NAMES[:2]) as (n1, n2):
+        write(n1, (None, "type", "int"), {
+            "good": (0, 2), "bad": ("x",),  # (tuples: as a peer decodes them)
+            "code": "if not isinstance(value, int): raise ValueError('not an int')"})
+        write(n1, (None, "match", "num"), {"type": P("int")})
+        write(n1, "num", 1)
+        await agreed([n1, n2])
+        assert "fails its type check" not in caplog.text
+        write(n1, "num", "one")  # (a client's write would have been refused on n1)
+        tree = await agreed([n1, n2])
+        assert tree[P("num")][0] == "one"
+        assert ("A peer's value at num fails its type check (ValueError('not an int')); "
+                "kept, so that every server holds the same data") in caplog.text
+        write(n2, "after", 2)
+        assert (await agreed([n1, n2]))[P("after")][0] == 2
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_the_deleter_purges_tombstones_everywhere() -> None:
     bus = MemoryBus("del", seed=6)
     async with cluster(bus, NAMES[:2]) as (n1, n2):

@@ -314,6 +314,7 @@ class Server:
                     if self.replication is not None:
                         await tg.start(self.replication.run)
                     await self._get_ready()
+                    self.types.check_replicated = True  # loaded and fetched data is done
                     if self._save:
                         await self.start_log(self._save, fetch=not self._incremental)
                     for listener in await self._listeners():
