@@ -16,9 +16,10 @@ from distkv.exceptions import ClientAuthError
 from .base import (
     NAME_SCHEMA,
     BaseClientUser,
-    BaseClientUserMaker,
     BaseServerUser,
     BaseServerUserMaker,
+    NamedUserMaker,
+    users_loader,
 )
 
 if TYPE_CHECKING:
@@ -36,14 +37,6 @@ _SCHEMA = {
 }
 
 
-def load(typ: str, *, make: bool = False, server: bool = False) -> type:
-    if typ != "user":
-        raise NotImplementedError("The _test method only has users")
-    if server:
-        return ServerUserMaker if make else ServerUser
-    return ClientUserMaker if make else ClientUser
-
-
 class ClientUser(BaseClientUser):
     """Log in as ``name``."""
 
@@ -55,23 +48,12 @@ class ClientUser(BaseClientUser):
         return self.params["name"]
 
 
-class ClientUserMaker(BaseClientUserMaker):
+class ClientUserMaker(NamedUserMaker):
     """A ``_test`` user: just a ``name``."""
 
     _auth_method = "_test"
     gen_schema = _SCHEMA
     mod_schema = _SCHEMA
-
-    @property
-    def ident(self) -> str:
-        return self.params["name"]
-
-    def export(self) -> dict:
-        return {"name": self.params["name"]}
-
-    @classmethod
-    def params_from_info(cls, ident: str, info: Mapping[str, Any]) -> dict:
-        return {"name": ident}
 
     async def send(self, client: Client, *, kind: str = "user") -> Any:
         async with client._stream(
@@ -111,3 +93,6 @@ class ServerUserMaker(BaseServerUserMaker):
         if not isinstance(ident, str) or not ident:
             raise ClientAuthError("A _test user needs a name")
         return cls(ident, {})
+
+
+load = users_loader("_test", ClientUser, ClientUserMaker, ServerUser, ServerUserMaker)

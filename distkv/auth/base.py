@@ -22,7 +22,7 @@ Client classes validate their parameters with a JSON schema. Keys listed in
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import jsonschema
@@ -41,7 +41,9 @@ __all__ = [
     "BaseClientUserMaker",
     "BaseServerUser",
     "BaseServerUserMaker",
+    "NamedUserMaker",
     "run_auth",
+    "users_loader",
     "validate_params",
 ]
 
@@ -175,6 +177,35 @@ class BaseClientUserMaker:
             "auth_set", typ=self._auth_method, kind=kind, ident=self.ident, chain=self.chain,
             **fields,
         )
+
+
+class NamedUserMaker(BaseClientUserMaker):
+    """A user record identified by its ``name`` parameter."""
+
+    @property
+    def ident(self) -> str:
+        return self.params["name"]
+
+    def export(self) -> dict:
+        return {"name": self.params["name"]}
+
+    @classmethod
+    def params_from_info(cls, ident: str, info: Mapping[str, Any]) -> dict:
+        return {"name": ident}
+
+
+def users_loader(method: str, client_user: type, client_maker: type, server_user: type,
+                 server_maker: type) -> Callable[..., type]:
+    """The ``load(typ, make=, server=)`` of a method module that only has users."""
+
+    def load(typ: str, *, make: bool = False, server: bool = False) -> type:
+        if typ != "user":
+            raise NotImplementedError(f"The {method} method only has users")
+        if server:
+            return server_maker if make else server_user
+        return client_maker if make else client_user
+
+    return load
 
 
 class BaseServerUser:

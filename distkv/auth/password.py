@@ -27,9 +27,10 @@ from distkv.util import NotGiven
 from .base import (
     NAME_SCHEMA,
     BaseClientUser,
-    BaseClientUserMaker,
     BaseServerUser,
     BaseServerUserMaker,
+    NamedUserMaker,
+    users_loader,
 )
 from .client import dh_secret
 
@@ -52,14 +53,6 @@ __all__ = [
 MIN_LENGTH = 5
 _PASSWORD = {"type": "string", "minLength": MIN_LENGTH}
 FAILED = "Password hashes do not match"
-
-
-def load(typ: str, *, make: bool = False, server: bool = False) -> type:
-    if typ != "user":
-        raise NotImplementedError("The password method only has users")
-    if server:
-        return ServerUserMaker if make else ServerUser
-    return ClientUserMaker if make else ClientUser
 
 
 def pack_password(key: bytes, password: str) -> bytes:
@@ -137,7 +130,7 @@ class ClientUser(BaseClientUser):
         return {"password": pack_password(key, self.params["password"])}
 
 
-class ClientUserMaker(BaseClientUserMaker):
+class ClientUserMaker(NamedUserMaker):
     """A password user: ``name`` and (required for new users) ``password``."""
 
     _auth_method = "password"
@@ -149,17 +142,6 @@ class ClientUserMaker(BaseClientUserMaker):
         "required": ["name"],
     }
     secret_fields = frozenset({"password"})
-
-    @property
-    def ident(self) -> str:
-        return self.params["name"]
-
-    def export(self) -> dict:
-        return {"name": self.params["name"]}
-
-    @classmethod
-    def params_from_info(cls, ident: str, info: Mapping[str, Any]) -> dict:
-        return {"name": ident}
 
     async def send_fields(self, client: Client) -> dict:
         pw = self.params.get("password")
@@ -216,3 +198,6 @@ class ServerUserMaker(BaseServerUserMaker):
         elif old is NotGiven or "password" not in record:
             raise ClientAuthError(f"The new user {ident!r} needs a password")
         return cls(ident, record)
+
+
+load = users_loader("password", ClientUser, ClientUserMaker, ServerUser, ServerUserMaker)

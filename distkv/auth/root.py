@@ -16,20 +16,13 @@ from .base import (
     BaseClientUserMaker,
     BaseServerUser,
     BaseServerUserMaker,
+    users_loader,
 )
 
 if TYPE_CHECKING:
     from .server import LoginContext
 
 __all__ = ["ClientUser", "ClientUserMaker", "ServerUser", "ServerUserMaker", "load"]
-
-
-def load(typ: str, *, make: bool = False, server: bool = False) -> type:
-    if typ != "user":
-        raise NotImplementedError("The root method only has users")
-    if server:
-        return ServerUserMaker if make else ServerUser
-    return ClientUserMaker if make else ClientUser
 
 
 class ClientUser(BaseClientUser):
@@ -54,3 +47,6 @@ class ServerUserMaker(BaseServerUserMaker):
         cls, msg: Mapping[str, Any], old: Any, ctx: LoginContext
     ) -> BaseServerUserMaker:
         return await super().recv({**msg, "ident": "*"}, old, ctx)
+
+
+load = users_loader("root", ClientUser, ClientUserMaker, ServerUser, ServerUserMaker)

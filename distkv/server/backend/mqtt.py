@@ -59,18 +59,13 @@ from moat.lib.mqtt import (
 from moat.lib.mqtt.client_state_machine import MQTTClientStateMachine
 
 from .link import (
-    CONNECT_TIMEOUT,
-    KEEP_ALIVE,
-    OFFLINE_QUEUE,
-    RETRY_MAX,
-    RETRY_MIN,
     BackendError,
     Link,
     LinkBackend,
     LinkDown,
     Reply,
 )
-from .topic import QUEUE_LEN, Fanout, Message
+from .topic import Fanout, Message
 
 if TYPE_CHECKING:
     from .broker import EmbeddedBroker
@@ -457,21 +452,10 @@ class MQTTBackend(LinkBackend):
         client_id: str | None = None,
         cafile: str | None = None,
         host_broker: bool = False,
-        keep_alive: float = KEEP_ALIVE,
-        connect_timeout: float = CONNECT_TIMEOUT,
-        retry_min: float = RETRY_MIN,
-        retry_max: float = RETRY_MAX,
-        queue_len: int = OFFLINE_QUEUE,
-        sub_queue_len: int = QUEUE_LEN,
+        **link: Any,
     ):
-        super().__init__(
-            keep_alive=keep_alive,
-            connect_timeout=connect_timeout,
-            retry_min=retry_min,
-            retry_max=retry_max,
-            queue_len=queue_len,
-            sub_queue_len=sub_queue_len,
-        )
+        """``link``: the connection options of :class:`LinkBackend`."""
+        super().__init__(**link)
         parts = urlsplit(uri)
         if parts.scheme not in ("mqtt", "mqtts"):
             raise ValueError(f"unsupported MQTT URI (need mqtt:// or mqtts://): {uri!r}")

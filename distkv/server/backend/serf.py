@@ -35,18 +35,13 @@ from anyio.abc import ByteStream
 
 from .base import Topic
 from .link import (
-    CONNECT_TIMEOUT,
-    KEEP_ALIVE,
-    OFFLINE_QUEUE,
-    RETRY_MAX,
-    RETRY_MIN,
     BackendError,
     Link,
     LinkBackend,
     LinkDown,
     Reply,
 )
-from .topic import QUEUE_LEN, Fanout, Message, has_wildcard, make_topic, topic_matches
+from .topic import Fanout, Message, has_wildcard, make_topic, topic_matches
 
 __all__ = ["EVENT_OVERHEAD", "MAX_EVENT", "SerfBackend", "SerfLink"]
 
@@ -237,21 +232,10 @@ class SerfBackend(LinkBackend):
         *,
         auth: str | None = None,
         max_event: int = MAX_EVENT,
-        keep_alive: float = KEEP_ALIVE,
-        connect_timeout: float = CONNECT_TIMEOUT,
-        retry_min: float = RETRY_MIN,
-        retry_max: float = RETRY_MAX,
-        queue_len: int = OFFLINE_QUEUE,
-        sub_queue_len: int = QUEUE_LEN,
+        **link: Any,
     ):
-        super().__init__(
-            keep_alive=keep_alive,
-            connect_timeout=connect_timeout,
-            retry_min=retry_min,
-            retry_max=retry_max,
-            queue_len=queue_len,
-            sub_queue_len=sub_queue_len,
-        )
+        """``link``: the connection options of :class:`LinkBackend`."""
+        super().__init__(**link)
         self.host = host
         self.port = int(port)
         self.auth = auth
