@@ -17,13 +17,38 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
+import anyio
 import pytest
 from procs import free_port, wait_port
 
-__all__ = ["MOSQUITTO", "SERF", "Mosquitto", "SerfAgent", "mosquitto_fixture", "serf_pair_fixture"]
+__all__ = [
+    "MOSQUITTO", "SERF", "Mosquitto", "SerfAgent", "mosquitto_fixture", "nothing_more",
+    "serf_pair_fixture", "take",
+]
+
+MESSAGE_TIMEOUT = 15
+
+
+async def take(msgs: AsyncIterator, n: int = 1) -> list[tuple[tuple[str, ...], bytes]]:
+    """The next ``n`` ``(topic, payload)`` pairs a backend subscription delivers."""
+    out = []
+    with anyio.fail_after(MESSAGE_TIMEOUT):
+        async for topic, payload in msgs:
+            out.append((topic, payload))
+            if len(out) == n:
+                break
+    return out
+
+
+async def nothing_more(msgs: AsyncIterator, wait: float = 0.5) -> bool:
+    """True if the subscription delivers nothing within ``wait`` seconds."""
+    with anyio.move_on_after(wait):
+        async for _ in msgs:
+            return False
+    return True
 
 MOSQUITTO = "/usr/sbin/mosquitto"
 SERF = "/usr/bin/serf"

@@ -4,11 +4,10 @@ hosting it when no broker answers (``server.no_broker: host``), and taking it ov
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 
 import anyio
 import pytest
-from brokers import Mosquitto, mosquitto_fixture  # noqa: F401
+from brokers import Mosquitto, mosquitto_fixture, take  # noqa: F401
 from moat.lib.mqtt import MQTTConnectPacket, QoS, ReasonCode
 from moat.lib.mqtt.async_broker import MQTTAuthenticator
 from moat.lib.mqtt.async_client import AsyncMQTTClient
@@ -18,7 +17,6 @@ from distkv.server.backend import connect_backend, probe_broker
 from distkv.server.backend.broker import EmbeddedBroker, connect_protocol_level, embedded_broker
 from distkv.server.backend.mqtt import MQTTBackend
 from distkv.server.backend.serf import SerfBackend
-from distkv.server.backend.topic import Message
 
 pytestmark = pytest.mark.anyio
 TIMEOUT = 10
@@ -32,16 +30,6 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
 def backend(port: int, node: str, **kw: object) -> MQTTBackend:
     kw.setdefault("retry_max", 0.3)
     return MQTTBackend(f"mqtt://127.0.0.1:{port}", node=node, **kw)  # type: ignore[arg-type]
-
-
-async def take(msgs: AsyncIterator[Message], n: int = 1) -> list[tuple[tuple[str, ...], bytes]]:
-    out = []
-    with anyio.fail_after(TIMEOUT):
-        async for topic, payload in msgs:
-            out.append((topic, payload))
-            if len(out) == n:
-                break
-    return out
 
 
 async def connected(*bs: MQTTBackend) -> None:

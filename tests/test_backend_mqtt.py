@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import anyio
 import anyio.lowlevel
 import pytest
-from brokers import Mosquitto, mosquitto_fixture  # noqa: F401  (fixture)
+from brokers import Mosquitto, mosquitto_fixture, nothing_more, take  # noqa: F401  (fixture)
 from moat.lib.mqtt import MQTTPublishPacket, PropertyType, QoS
 from moat.lib.mqtt.async_client import AsyncMQTTClient
 
@@ -18,7 +16,6 @@ from distkv.server.backend.mqtt import (
     split_packets,
     topic_field,
 )
-from distkv.server.backend.topic import Message
 
 pytestmark = pytest.mark.anyio
 TIMEOUT = 10
@@ -32,23 +29,6 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
 def backend(broker: Mosquitto, node: str, **kw: object) -> MQTTBackend:
     kw.setdefault("retry_max", 0.5)
     return MQTTBackend(broker.uri, node=node, **kw)  # type: ignore[arg-type]
-
-
-async def take(msgs: AsyncIterator[Message], n: int = 1) -> list[tuple[tuple[str, ...], bytes]]:
-    out = []
-    with anyio.fail_after(TIMEOUT):
-        async for topic, payload in msgs:
-            out.append((topic, payload))
-            if len(out) == n:
-                break
-    return out
-
-
-async def nothing_more(msgs: AsyncIterator[Message], wait: float = 0.3) -> bool:
-    with anyio.move_on_after(wait):
-        async for _ in msgs:
-            return False
-    return True
 
 
 async def connected(b: MQTTBackend) -> None:

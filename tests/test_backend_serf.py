@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import anyio
 import pytest
-from brokers import SerfAgent, serf_pair_fixture  # noqa: F401  (fixture)
+from brokers import SerfAgent, nothing_more, serf_pair_fixture, take  # noqa: F401  (fixture)
 
 from distkv.server.backend.link import BackendError
 from distkv.server.backend.serf import SerfBackend
-from distkv.server.backend.topic import Message
 
 pytestmark = pytest.mark.anyio
 TIMEOUT = 15
@@ -24,23 +21,6 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
 def backend(agent: SerfAgent, **kw: object) -> SerfBackend:
     kw.setdefault("retry_max", 0.5)
     return SerfBackend("127.0.0.1", agent.rpc_port, **kw)  # type: ignore[arg-type]
-
-
-async def take(msgs: AsyncIterator[Message], n: int = 1) -> list[tuple[tuple[str, ...], bytes]]:
-    out = []
-    with anyio.fail_after(TIMEOUT):
-        async for topic, payload in msgs:
-            out.append((topic, payload))
-            if len(out) == n:
-                break
-    return out
-
-
-async def nothing_more(msgs: AsyncIterator[Message], wait: float = 0.5) -> bool:
-    with anyio.move_on_after(wait):
-        async for _ in msgs:
-            return False
-    return True
 
 
 async def connected(*bs: SerfBackend) -> None:
