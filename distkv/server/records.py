@@ -94,7 +94,8 @@ def walk_acl(
 
 
 def entry_record(entry: Any, nchain: int) -> dict:
-    """``{value?, chain?, tock}``: value if set, chain if ``nchain`` and the entry has one."""
+    """``{value?, chain?, tock}``: value if set, chain if ``nchain`` and the entry (or
+    change event) has one."""
     res: dict = {}
     v = entry.value
     if v is not NotGiven:

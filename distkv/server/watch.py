@@ -121,17 +121,6 @@ class Watcher:
         )
 
 
-def _change_record(event: Any, nchain: int) -> dict:
-    res: dict = {}
-    v = event.value
-    if v is not NotGiven:
-        res["value"] = v
-    if nchain and event.chain is not None:
-        res["chain"] = event.chain.to_wire(nchain)
-    res["tock"] = event.tock
-    return res
-
-
 #: where :func:`prepare_watch` leaves its result in the request map (not a
 #: string, so no client can send it)
 PREPARED = object()
@@ -196,7 +185,7 @@ async def run_watch(
                         cur = cursor.at(rel)
                         if cur is None or not cur.grants("r"):
                             continue
-                    rec = _change_record(event, nchain)
+                    rec = entry_record(event, nchain)  # (an event has value, chain, tock too)
                     if conv is not None and "value" in rec:
                         rec["value"] = conv.encode((*path, *rel), rec["value"], event.entry)
                     await send(short(rec, rel))
