@@ -14,12 +14,13 @@ from contextlib import contextmanager
 from typing import Any
 
 from inproc import inproc_server
+from procs import run_cli
 
 from distkv.auth.password import PasswordHasher
 from distkv.auth.server import LoginThrottle
 from distkv.server.security import close_security, install_security
 
-__all__ = ["FAST_CONF", "FAST_HASHER", "auth_server"]
+__all__ = ["FAST_CONF", "FAST_HASHER", "auth_server", "client_cli"]
 
 FAST_CONF = {
     "server.password_hash.opslimit": 1,
@@ -47,3 +48,9 @@ def auth_server(
             yield server
         finally:
             close_security(server)
+
+
+def client_cli(port: int, *args: str, input: str | None = None) -> tuple[int, str, str]:
+    """``distkv client ARGS…`` against the server on ``port``: (exit code, stdout, stderr)."""
+    res = run_cli(port, "client", *args, input=input)
+    return res.returncode, res.stdout, res.stderr

@@ -9,8 +9,7 @@ from typing import Any
 
 import anyio
 import pytest
-from authsrv import auth_server
-from procs import run_cli
+from authsrv import auth_server, client_cli
 
 from distkv.client import open_client
 from distkv.codec import packb
@@ -168,9 +167,7 @@ def port() -> Iterator[int]:
         yield server.ports[0]
 
 
-def cli(port: int, *args: str, input: str | None = None) -> tuple[int, str, str]:
-    res = run_cli(port, "client", *args, input=input)
-    return res.returncode, res.stdout, res.stderr
+cli = client_cli
 
 
 def test_cli_floatval_tutorial(port: int, tmp_path: Any):

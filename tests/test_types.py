@@ -8,8 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from authsrv import auth_server
-from procs import run_cli
+from authsrv import auth_server, client_cli
 
 from distkv.core import Store
 from distkv.exceptions import ClientError
@@ -321,9 +320,7 @@ def port() -> Iterator[int]:
         yield server.ports[0]
 
 
-def cli(port: int, *args: str, input: str | None = None) -> tuple[int, str, str]:
-    res = run_cli(port, "client", *args, input=input)
-    return res.returncode, res.stdout, res.stderr
+cli = client_cli
 
 
 def test_cli_tutorial_types(port: int, tmp_path: Any):
